@@ -1,0 +1,1 @@
+//! Gantry's ingress proxy: the data plane every byte a user sends to the appliance goes through.
