@@ -239,7 +239,7 @@ impl Schedule {
         let g = weights.iter().copied().filter(|w| *w > 0).fold(0, gcd);
         let weights: Vec<i64> = weights
             .iter()
-            .map(|w| if g == 0 { 0 } else { i64::from(w / g) })
+            .map(|w| i64::from(w.checked_div(g).unwrap_or(0)))
             .collect();
         let total: i64 = weights.iter().sum();
         // Cap the schedule length; beyond that the distribution is approximate but still weighted.

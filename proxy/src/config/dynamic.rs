@@ -71,7 +71,7 @@ pub struct RouterObservability {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(try_from = "ServiceConfigRaw")]
 pub enum ServiceConfig {
-    LoadBalancer(LoadBalancerConfig),
+    LoadBalancer(Box<LoadBalancerConfig>),
     Weighted(WeightedConfig),
 }
 
@@ -89,7 +89,7 @@ impl TryFrom<ServiceConfigRaw> for ServiceConfig {
     type Error = String;
     fn try_from(r: ServiceConfigRaw) -> Result<Self, String> {
         match (r.load_balancer, r.weighted) {
-            (Some(lb), None) => Ok(ServiceConfig::LoadBalancer(lb)),
+            (Some(lb), None) => Ok(ServiceConfig::LoadBalancer(Box::new(lb))),
             (None, Some(w)) => Ok(ServiceConfig::Weighted(w)),
             _ => Err("a service needs exactly one of `loadBalancer` or `weighted`".into()),
         }
