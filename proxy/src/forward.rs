@@ -320,6 +320,7 @@ pub async fn forward(
     ctx: &mut RequestCtx,
 ) -> Result<Response, ForwardError> {
     let websocket = is_websocket_upgrade(&req);
+    let downstream_version = req.version();
     let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
 
     let (mut parts, body) = req.into_parts();
@@ -411,7 +412,8 @@ pub async fn forward(
 
     if websocket && resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
-        let (parts, _) = resp.into_parts();
+        let (mut parts, _) = resp.into_parts();
+        parts.version = downstream_version;
         if let Some(client_upgrade) = client_upgrade {
             websocket::spawn_tunnel(client_upgrade, upstream_upgrade, ctx);
         }
@@ -419,6 +421,9 @@ pub async fn forward(
     }
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    // The client's protocol version, not the upstream's (an HTTP/1.0 upstream must not turn the
+    // client's keep-alive connection into a one-shot one).
+    parts.version = downstream_version;
     Ok(http::Response::from_parts(parts, Body::from(body)))
 }
 

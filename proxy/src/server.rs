@@ -48,7 +48,6 @@ pub(crate) struct EntryPointRuntime {
     pub limits: Arc<Semaphore>,
     pub header_timeout: Duration,
     pub max_header_bytes: usize,
-    pub idle_timeout: Option<Duration>,
     pub max_streams: Option<u32>,
     pub keep_alive_max_requests: u64,
 }
@@ -95,7 +94,6 @@ impl EntryPointRuntime {
                 .max_header_bytes
                 .unwrap_or(ep.gantry.max_header_bytes)
                 .max(8192),
-            idle_timeout: ep.transport.responding_timeouts.idle_timeout.non_zero(),
             max_streams: ep.http2.as_ref().and_then(|h| h.max_concurrent_streams),
             keep_alive_max_requests: ep.transport.keep_alive_max_requests,
         })
@@ -228,9 +226,6 @@ async fn serve_http<IO>(
         .timer(TokioTimer::new())
         .max_concurrent_streams(ep.max_streams.unwrap_or(250))
         .max_header_list_size(ep.max_header_bytes as u32);
-    if tls {
-        // h2 is negotiated with ALPN; without it the client speaks HTTP/1.1.
-    }
     let info = ep.info.clone();
     let count = std::sync::atomic::AtomicU64::new(0);
     let max_requests = ep.keep_alive_max_requests;
@@ -252,7 +247,6 @@ async fn serve_http<IO>(
     let io = TokioIo::new(io);
     let conn = builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
-    let idle = ep.idle_timeout;
     tokio::select! {
         r = conn.as_mut() => {
             if let Err(e) = r {
@@ -263,7 +257,6 @@ async fn serve_http<IO>(
         _ = drain.cancelled() => {}
     }
     conn.as_mut().graceful_shutdown();
-    let _ = idle;
     let _ = conn.await;
 }
 
