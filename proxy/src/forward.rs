@@ -133,6 +133,55 @@ impl Transport {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_split_by_h2_are_joined() {
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("a=1"));
+        h.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        join_cookies(&mut h);
+        assert_eq!(h.get_all(header::COOKIE).iter().count(), 1);
+        assert_eq!(h[header::COOKIE], "a=1; b=2");
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert!(h.get("x-secret").is_none() && h.get(header::CONNECTION).is_none());
+        assert!(h.get(header::TRANSFER_ENCODING).is_none());
+        assert_eq!(h["x-kept"], "1");
+    }
+
+    #[test]
+    fn upstream_urls() {
+        let u = Upstream::parse("http://10.0.0.1", false).unwrap();
+        assert_eq!(&*u.authority_str, "10.0.0.1:80");
+        let u = Upstream::parse("https://svc.local/base/", true).unwrap();
+        assert_eq!(u.path_prefix.as_deref(), Some("/base"));
+        assert_eq!(u.scheme, UpstreamScheme::Https);
+        assert!(
+            Upstream::parse("ftp://x", false)
+                .unwrap_err()
+                .contains("scheme `ftp`")
+        );
+        assert!(Upstream::parse("127.0.0.1:80", false).is_err());
+    }
+}
+
 #[derive(Clone)]
 struct FixedServerName(String);
 
@@ -288,6 +337,22 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::UPGRADE);
 }
 
+/// HTTP/2 clients may split `Cookie` into several fields (RFC 9113 8.2.3); HTTP/1.1 allows one.
+fn join_cookies(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(header::COOKIE).iter();
+    let (Some(_), Some(_)) = (values.next(), values.next()) else {
+        return;
+    };
+    let joined: Vec<&str> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    if let Ok(v) = HeaderValue::from_str(&joined.join("; ")) {
+        headers.insert(header::COOKIE, v);
+    }
+}
+
 /// Is this an HTTP/1.1 WebSocket upgrade request?
 pub fn is_websocket_upgrade(req: &Request) -> bool {
     req.version() == Version::HTTP_11
@@ -363,6 +428,9 @@ pub async fn forward(
         upstream.host_header.clone()
     };
     let upstream_h2 = upstream.scheme == UpstreamScheme::H2c;
+    if !upstream_h2 {
+        join_cookies(&mut parts.headers);
+    }
     if upstream_h2 {
         parts.headers.remove(header::HOST);
     } else {
