@@ -319,7 +319,26 @@ static HOP_BY_HOP: [HeaderName; 8] = [
 ];
 
 /// Removes hop-by-hop headers, including those the Connection header names.
+///
+/// On the hot path: one pass over the names, and removals only when something is there.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let found = headers.keys().any(|k| {
+        matches!(
+            k.as_str(),
+            "connection"
+                | "keep-alive"
+                | "proxy-connection"
+                | "proxy-authenticate"
+                | "proxy-authorization"
+                | "te"
+                | "trailer"
+                | "transfer-encoding"
+                | "upgrade"
+        )
+    });
+    if !found {
+        return;
+    }
     if let Some(conn) = headers.get(header::CONNECTION) {
         let named: Vec<HeaderName> = conn
             .to_str()
@@ -396,27 +415,25 @@ pub async fn forward(
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
     strip_hop_by_hop(&mut parts.headers);
-    let trusted = ctx.entrypoint.trusted.trusts(ctx.client_addr.ip());
+    let trusted =
+        !ctx.entrypoint.trusted.is_empty() && ctx.entrypoint.trusted.trusts(ctx.client_addr.ip());
     let proto = match (ctx.tls, websocket) {
         (true, true) => "wss",
         (false, true) => "ws",
         (true, false) => "https",
         (false, false) => "http",
     };
-    {
-        let host_str = host.as_ref().and_then(|h| h.to_str().ok());
-        forwarded::apply(
-            &mut parts.headers,
-            &Hop {
-                client_ip: ctx.client_addr.ip(),
-                trusted,
-                proto,
-                host: host_str,
-                default_port: ctx.entrypoint.port,
-                server: &opts.server_name,
-            },
-        );
-    }
+    forwarded::apply(
+        &mut parts.headers,
+        &Hop {
+            client_ip: &ctx.client_ip_header,
+            trusted,
+            proto,
+            host: host.as_ref(),
+            default_port: &ctx.entrypoint.port_header,
+            server: &opts.server_name,
+        },
+    );
     if let Some(prefix) = ctx.forwarded_prefix.as_deref()
         && let Ok(v) = HeaderValue::from_str(prefix)
     {

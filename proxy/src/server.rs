@@ -76,6 +76,7 @@ impl EntryPointRuntime {
                     .websocket_idle_timeout
                     .non_zero()
                     .unwrap_or(Duration::from_secs(600)),
+                port_header: http::HeaderValue::from(port),
             }),
             tls_options: ep
                 .http
@@ -229,8 +230,11 @@ async fn serve_http<IO>(
     let info = ep.info.clone();
     let count = std::sync::atomic::AtomicU64::new(0);
     let max_requests = ep.keep_alive_max_requests;
+    let ip_header =
+        http::HeaderValue::from_str(&crate::forwarded::canonical(peer.ip()).to_string())
+            .unwrap_or_else(|_| http::HeaderValue::from_static("unknown"));
     let svc = service_fn(move |req| {
-        let ctx = RequestCtx::new(peer, info.clone(), tls);
+        let ctx = RequestCtx::with_ip_header(peer, ip_header.clone(), info.clone(), tls);
         let n = count.fetch_add(1, Ordering::Relaxed) + 1;
         let shared = shared.clone();
         async move {
