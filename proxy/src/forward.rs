@@ -320,40 +320,56 @@ static HOP_BY_HOP: [HeaderName; 8] = [
 
 /// Removes hop-by-hop headers, including those the Connection header names.
 ///
-/// On the hot path: one pass over the names, and removals only when something is there.
+/// On the hot path (requests and responses): one pass over the names noting which hop-by-hop
+/// headers are present, then only those are removed; the Connection header's tokens are
+/// collected only when they name something other than the usual `keep-alive`/`close`/`upgrade`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let found = headers.keys().any(|k| {
-        matches!(
-            k.as_str(),
-            "connection"
-                | "keep-alive"
-                | "proxy-connection"
-                | "proxy-authenticate"
-                | "proxy-authorization"
-                | "te"
-                | "trailer"
-                | "transfer-encoding"
-                | "upgrade"
-        )
-    });
-    if !found {
+    let mut present = 0u16;
+    for k in headers.keys() {
+        let bit = match k.as_str() {
+            "connection" => 1,
+            "keep-alive" => 1 << 1,
+            "proxy-connection" => 1 << 2,
+            "proxy-authenticate" => 1 << 3,
+            "proxy-authorization" => 1 << 4,
+            "te" => 1 << 5,
+            "trailer" => 1 << 6,
+            "transfer-encoding" => 1 << 7,
+            "upgrade" => 1 << 8,
+            _ => 0,
+        };
+        present |= bit;
+    }
+    if present == 0 {
         return;
     }
-    if let Some(conn) = headers.get(header::CONNECTION) {
-        let named: Vec<HeaderName> = conn
-            .to_str()
-            .unwrap_or("")
-            .split(',')
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+    if present & 1 != 0 {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|t| {
+                !t.is_empty()
+                    && !t.eq_ignore_ascii_case("keep-alive")
+                    && !t.eq_ignore_ascii_case("close")
+                    && !t.eq_ignore_ascii_case("upgrade")
+            })
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
             .collect();
         for n in named {
             headers.remove(n);
         }
     }
-    for h in &HOP_BY_HOP {
-        headers.remove(h);
+    for (i, h) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(h);
+        }
     }
-    headers.remove(header::UPGRADE);
+    if present & (1 << 8) != 0 {
+        headers.remove(header::UPGRADE);
+    }
 }
 
 /// HTTP/2 clients may split `Cookie` into several fields (RFC 9113 8.2.3); HTTP/1.1 allows one.
