@@ -29,6 +29,7 @@ fn ctx_with(addr: &str, tls: bool, trusted: &[&str]) -> RequestCtx {
         .unwrap(),
         tunnels: Tunnels::new(),
         websocket_idle_timeout: Duration::from_secs(60),
+        port_header: http::HeaderValue::from(if tls { 443u16 } else { 80 }),
     });
     RequestCtx::new(addr.parse().unwrap(), ep, tls)
 }
