@@ -30,5 +30,7 @@ pub mod certs;
 pub mod clock;
 mod error;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use error::Error;
