@@ -202,8 +202,8 @@ pub fn load_stored(store: &Store, certs: &CertStore, now: i64) -> Result<usize, 
     Ok(n)
 }
 
-/// Human-readable UTC time for messages.
-pub(crate) fn fmt_time(unix: i64) -> String {
+/// Human-readable UTC time (`2026-11-23 07:11:35 UTC`) for messages.
+pub fn fmt_time(unix: i64) -> String {
     match time::OffsetDateTime::from_unix_timestamp(unix) {
         Ok(t) => format!(
             "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
@@ -775,46 +775,15 @@ impl CertManager {
         self.wake.notify_one();
     }
 
-    /// Imports an operator's certificate for `domain` (added if new) after validating it; on
-    /// error nothing is stored. The certificate is served at once.
+    /// Imports an operator's certificate (see [`import`]) and serves it at once.
     pub fn import(
         &self,
         domain: &str,
         chain_pem: &str,
         key_pem: &str,
     ) -> Result<CertificateRecord, Error> {
-        let name = normalize_domain(domain)?;
-        let now = self.clock.now();
-        let info = validate_import(&name, chain_pem, key_pem, now)?;
-        let d = match self.store.domain(&name)? {
-            Some(d) => d,
-            None => self.store.upsert_domain(&name, &[], now)?,
-        };
-        let rec = self.store.insert_certificate(
-            &NewCertificate {
-                domain_id: Some(d.id),
-                source: CertSource::Uploaded,
-                names: &info.names,
-                chain_pem,
-                key_pem,
-                issuer: &info.issuer,
-                serial: &info.serial,
-                not_before: info.not_before,
-                not_after: info.not_after,
-            },
-            now,
-        )?;
+        let rec = import(&self.store, self.clock.now(), domain, chain_pem, key_pem)?;
         self.install()?;
-        self.event(
-            EventLevel::Info,
-            "certificate.imported",
-            Some(&name),
-            &format!(
-                "certificate imported for {}, valid until {}",
-                info.names.join(", "),
-                fmt_time(info.not_after)
-            ),
-        );
         Ok(rec)
     }
 
@@ -827,6 +796,52 @@ impl CertManager {
     pub fn warnings(&self) -> Result<Vec<ExpiryWarning>, Error> {
         warnings(&self.store, self.clock.now(), self.policy.warn_before)
     }
+}
+
+/// Imports an operator's certificate for `domain` (added if new) after validating it
+/// ([`validate_import`]); on error nothing is stored. A running proxy gets it from
+/// [`CertManager::import`] or the next [`load_stored`].
+pub fn import(
+    store: &Store,
+    now: i64,
+    domain: &str,
+    chain_pem: &str,
+    key_pem: &str,
+) -> Result<CertificateRecord, Error> {
+    let name = normalize_domain(domain)?;
+    let info = validate_import(&name, chain_pem, key_pem, now)?;
+    let d = match store.domain(&name)? {
+        Some(d) => d,
+        None => store.upsert_domain(&name, &[], now)?,
+    };
+    let rec = store.insert_certificate(
+        &NewCertificate {
+            domain_id: Some(d.id),
+            source: CertSource::Uploaded,
+            names: &info.names,
+            chain_pem,
+            key_pem,
+            issuer: &info.issuer,
+            serial: &info.serial,
+            not_before: info.not_before,
+            not_after: info.not_after,
+        },
+        now,
+    )?;
+    let msg = format!(
+        "certificate imported for {}, valid until {}",
+        info.names.join(", "),
+        fmt_time(info.not_after)
+    );
+    tracing::info!(domain = %name, "{msg}");
+    store.add_event(
+        EventLevel::Info,
+        "certificate.imported",
+        Some(&name),
+        &msg,
+        now,
+    )?;
+    Ok(rec)
 }
 
 /// Every domain with its certificate and last attempt (no CA needed).
