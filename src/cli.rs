@@ -43,6 +43,8 @@ pub(crate) enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Build the appliance disk image (raw, qcow2, root-slot image, manifest). Runs as root.
+    Build(crate::build_cmd::BuildArgs),
 }
 
 pub(crate) fn init_tracing(format: LogFormat) {
@@ -65,6 +67,7 @@ impl Cli {
                 workers,
                 check,
             } => run_proxy(config, workers, check),
+            Command::Build(args) => crate::build_cmd::run(args),
         }
     }
 }
