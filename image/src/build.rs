@@ -123,7 +123,13 @@ pub fn build(
     let layout = Layout::new(&cfg.disk, &ids);
 
     let overlay = work.join("overlay");
+    let initrd_overlay = work.join("initrd-overlay");
     steps.run("Staging Gantry's files", || {
+        for f in files::initrd_files() {
+            let p = initrd_overlay.join(&f.path);
+            write_file(&p, f.content.as_bytes())?;
+            set_mode(&p, f.mode)?;
+        }
         let params = files::RootParams {
             version: &opts.version,
             variant,
@@ -141,7 +147,7 @@ pub fn build(
     let rootfs = work.join("rootfs");
     let debs = opts.cache.dir(&format!("debs/{}", cfg.debian.suite))?;
     steps.run("Installing Debian (mmdebstrap)", || {
-        mmdebstrap(cfg, opts.source_date_epoch, &overlay, &debs, &rootfs, cancel)?;
+        mmdebstrap(cfg, opts.source_date_epoch, &initrd_overlay, &overlay, &debs, &rootfs, cancel)?;
         Ok(((), format!("{} {}", cfg.debian.suite, cfg.debian.mirror)))
     })?;
 
@@ -476,6 +482,7 @@ fn stage_overlay(
 fn mmdebstrap(
     cfg: &Config,
     sde: u64,
+    initrd_overlay: &Path,
     overlay: &Path,
     debs: &Path,
     rootfs: &Path,
@@ -499,8 +506,8 @@ fn mmdebstrap(
     }
     cmd.arg("--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives/")
         .arg(format!("--setup-hook=sync-in {} /var/cache/apt/archives/", q(debs)))
-        // Before the kernel is installed, so that its initrd can mount an EROFS root.
-        .arg("--essential-hook=mkdir -p \"$1\"/usr/share/initramfs-tools/modules.d && echo erofs > \"$1\"/usr/share/initramfs-tools/modules.d/gantry.conf")
+        // Before the kernel is installed, so that its initrd has them (see files::initrd_files).
+        .arg(format!("--essential-hook=sync-in {} /", q(initrd_overlay)))
         .arg(format!("--customize-hook=sync-out /var/cache/apt/archives {}", q(debs)))
         .arg(format!("--customize-hook=sync-in {} /", q(overlay)))
         .arg(format!("--customize-hook=chroot \"$1\" systemctl enable --quiet {units}"))

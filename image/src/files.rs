@@ -54,7 +54,6 @@ pub const ENABLED_UNITS: &[&str] = &[
     "gantry.service",
     "gantry-banner.path",
     "gantry-banner.service",
-    "gantry-grow-data.service",
 ];
 
 /// Where k3s image archives are kept in the (read-only, versioned) root slot.
@@ -84,9 +83,7 @@ pub fn root_files(p: &RootParams<'_>) -> Vec<File> {
         file("usr/lib/systemd/system/gantry.service", 0o644, gantry_service(p.gantry_args)),
         file("usr/lib/systemd/system/gantry-banner.service", 0o644, BANNER_SERVICE),
         file("usr/lib/systemd/system/gantry-banner.path", 0o644, BANNER_PATH),
-        file("usr/lib/systemd/system/gantry-grow-data.service", 0o644, GROW_SERVICE),
         file("usr/lib/gantry/banner", 0o755, BANNER_SH),
-        file("usr/lib/gantry/grow-data", 0o755, GROW_SH),
         file("usr/lib/tmpfiles.d/gantry.conf", 0o644, tmpfiles(p.k3s_image_files)),
     ];
     v.sort_by(|a, b| a.path.cmp(&b.path));
@@ -233,24 +230,6 @@ Unit=gantry-banner.service
 WantedBy=paths.target
 ";
 
-const GROW_SERVICE: &str = "\
-[Unit]
-Description=Grow the Gantry data partition to the end of the disk
-DefaultDependencies=no
-Requires=dev-disk-by\\x2dpartlabel-gantry\\x2ddata.device
-After=dev-disk-by\\x2dpartlabel-gantry\\x2ddata.device
-Before=systemd-fsck@dev-disk-by\\x2dpartlabel-gantry\\x2ddata.service var.mount shutdown.target
-Conflicts=shutdown.target
-
-[Service]
-Type=oneshot
-RemainAfterExit=yes
-ExecStart=/usr/lib/gantry/grow-data gantry-data
-
-[Install]
-WantedBy=local-fs.target
-";
-
 /// The console banner (see the module doc for the contract with `gantry run`).
 pub const BANNER_SH: &str = r#"#!/bin/sh
 # Gantry console banner: wizard URL(s), setup token, boot slot. See gantry-banner.path.
@@ -301,30 +280,66 @@ echo "gantry-status: version=$GANTRY_VERSION variant=$GANTRY_VARIANT slot=$slot 
 agetty --reload 2>/dev/null || true
 "#;
 
-/// Grows the data partition (see gantry-grow-data.service).
+/// Files that must be in place before the kernel's initrd is generated (mmdebstrap's essential
+/// hook): the EROFS module, and growing the data partition in the initrd, before anything is
+/// mounted from the disk (growing it later makes udev re-probe a mounted partition, and systemd
+/// unmounts what is bound to a device that briefly disappears).
+pub fn initrd_files() -> Vec<File> {
+    vec![
+        file("usr/share/initramfs-tools/modules.d/gantry.conf", 0o644, "erofs\n"),
+        file("usr/share/initramfs-tools/hooks/gantry", 0o755, INITRD_HOOK),
+        file(
+            "usr/share/initramfs-tools/scripts/local-premount/gantry-grow-data",
+            0o755,
+            GROW_SH,
+        ),
+    ]
+}
+
+const INITRD_HOOK: &str = r#"#!/bin/sh
+# Gantry: sfdisk in the initrd, for scripts/local-premount/gantry-grow-data.
+[ "$1" = prereqs ] && exit 0
+. /usr/share/initramfs-tools/hook-functions
+copy_exec /usr/sbin/sfdisk /usr/sbin
+"#;
+
+/// Grows the data partition in the initrd (initramfs-tools `local-premount`). Plain POSIX sh and
+/// sysfs only: the initrd has no awk, grep or readlink -f. Never fails the boot.
 pub const GROW_SH: &str = r#"#!/bin/sh
-# Grows the data partition (the disk's last) to the end of its disk, once the image was written to
-# a larger disk; the ext4 file system follows online when /var is mounted (x-systemd.growfs).
-set -eu
-label=${1:-gantry-data}
-dev=$(readlink -f "/dev/disk/by-partlabel/$label")
-sys=$(readlink -f "/sys/class/block/${dev##*/}")
-disk_sys=${sys%/*}
-disk=/dev/${disk_sys##*/}
-num=$(cat "$sys/partition")
-start=$(cat "$sys/start")
-size=$(cat "$sys/size")
-total=$(cat "$disk_sys/size")
+# Gantry: grow the data partition (the disk's last) to the end of its disk once the image was
+# written to a larger disk. The ext4 file system follows when /var is mounted (x-systemd.growfs).
+case "$1" in prereqs) exit 0 ;; esac
+sys=${GANTRY_SYS:-/sys}
+dev=${GANTRY_DEV:-/dev}
+sfdisk=${GANTRY_SFDISK:-sfdisk}
+label=${GANTRY_DATA_LABEL:-gantry-data}
+part=
+for d in "$sys"/class/block/*; do
+  [ -e "$d/partition" ] || continue
+  while read -r line; do
+    [ "$line" = "PARTNAME=$label" ] && part=$d
+  done < "$d/uevent"
+done
+if [ -z "$part" ]; then
+  echo "gantry-grow-data: no partition named $label"
+  exit 0
+fi
+disk_sys=$(cd -P "$part/.." && pwd -P)
+disk=$dev/${disk_sys##*/}
+read -r num < "$part/partition"
+read -r start < "$part/start"
+read -r size < "$part/size"
+read -r total < "$disk_sys/size"
 # Units of 512 bytes; the backup GPT takes the last 33 sectors. Grow for 16 MiB or more.
 free=$((total - 34 - start - size))
 if [ "$free" -lt 32768 ]; then
-  echo "gantry-grow-data: $dev already fills $disk"
+  echo "gantry-grow-data: $dev/${part##*/} already fills $disk"
   exit 0
 fi
-echo "gantry-grow-data: growing $dev by $((free / 2048)) MiB"
-sfdisk --quiet --no-reread --no-tell-kernel --relocate gpt-bak-std "$disk"
-echo ', +' | sfdisk --quiet --no-reread --no-tell-kernel -N "$num" "$disk"
-partx --update --nr "$num" "$disk"
+echo "gantry-grow-data: growing $dev/${part##*/} by $((free / 2048)) MiB"
+echo ', +' | "$sfdisk" --quiet -N "$num" "$disk" || echo "gantry-grow-data: sfdisk failed; data keeps its size"
+command -v udevadm >/dev/null 2>&1 && udevadm settle
+exit 0
 "#;
 
 /// One slot's kernel command line.
@@ -397,7 +412,7 @@ mod tests {
     fn state_directories_are_on_the_data_partition() {
         let files = root_files(&params());
         let fstab = &get(&files, "etc/fstab").content;
-        assert!(fstab.contains("PARTLABEL=gantry-data\t/var\text4\tdefaults,noatime,x-systemd.growfs"));
+        assert!(fstab.contains("PARTLABEL=gantry-data\t/var\text4\tdefaults,noatime,x-systemd.growfs\t0 2"));
         assert!(fstab.contains("/var/lib/gantry-etc/rancher\t/etc/rancher\tnone\tbind"));
         assert!(!fstab.contains("\t/\t"), "root must stay as the initrd mounted it (ro)");
         let data: Vec<_> = DATA_DIRS.iter().map(|(d, _)| *d).collect();
@@ -508,5 +523,59 @@ mod tests {
         if !console.contains("https://") {
             assert!(issue.contains("https://\\4/"), "{issue}");
         }
+    }
+
+    /// A fake sysfs with disk `vda` of `total` sectors and partition 4 named gantry-data.
+    fn fake_sys(dir: &std::path::Path, start: u64, size: u64, total: u64) {
+        let disk = dir.join("sys/devices/pci0/virtio2/block/vda");
+        let part = disk.join("vda4");
+        std::fs::create_dir_all(&part).unwrap();
+        std::fs::write(disk.join("size"), format!("{total}\n")).unwrap();
+        std::fs::write(part.join("partition"), "4\n").unwrap();
+        std::fs::write(part.join("start"), format!("{start}\n")).unwrap();
+        std::fs::write(part.join("size"), format!("{size}\n")).unwrap();
+        std::fs::write(part.join("uevent"), "MAJOR=254\nDEVNAME=vda4\nPARTN=4\nPARTNAME=gantry-data\n").unwrap();
+        let class = dir.join("sys/class/block");
+        std::fs::create_dir_all(&class).unwrap();
+        std::os::unix::fs::symlink("../../devices/pci0/virtio2/block/vda/vda4", class.join("vda4")).unwrap();
+        std::os::unix::fs::symlink("../../devices/pci0/virtio2/block/vda", class.join("vda")).unwrap();
+        // A fake sfdisk that records its arguments and input.
+        let fake = dir.join("sfdisk");
+        std::fs::write(&fake, format!("#!/bin/sh\necho \"$@\" > {0}/args\ncat > {0}/stdin\n", dir.display())).unwrap();
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+
+    fn grow(dir: &std::path::Path) -> String {
+        let script = dir.join("grow");
+        std::fs::write(&script, GROW_SH).unwrap();
+        let out = Command::new("sh")
+            .arg(&script)
+            .env("GANTRY_SYS", dir.join("sys"))
+            .env("GANTRY_DEV", "/dev")
+            .env("GANTRY_SFDISK", dir.join("sfdisk"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    #[test]
+    fn grow_data_extends_the_last_partition_on_a_larger_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        // Image: data at 4 GiB for 256 MiB on an 8 GiB disk.
+        fake_sys(dir.path(), 8_388_608, 524_288, 16_777_216);
+        let out = grow(dir.path());
+        assert!(out.contains("growing /dev/vda4 by 3839 MiB"), "{out}");
+        assert_eq!(std::fs::read_to_string(dir.path().join("args")).unwrap(), "--quiet -N 4 /dev/vda\n");
+        assert_eq!(std::fs::read_to_string(dir.path().join("stdin")).unwrap(), ", +\n");
+    }
+
+    #[test]
+    fn grow_data_leaves_a_full_disk_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        fake_sys(dir.path(), 8_388_608, 8_388_608 - 34 - 2048, 16_777_216);
+        let out = grow(dir.path());
+        assert!(out.contains("already fills /dev/vda"), "{out}");
+        assert!(!dir.path().join("args").exists());
     }
 }
