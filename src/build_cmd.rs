@@ -93,7 +93,11 @@ pub(crate) fn run(args: BuildArgs) -> anyhow::Result<()> {
     eprintln!(
         "Building gantry {} ({}) into {}",
         opts.version,
-        if opts.no_cluster { "no-cluster" } else { "full" },
+        if opts.no_cluster {
+            "no-cluster"
+        } else {
+            "full"
+        },
         opts.output.display()
     );
     let bars = Bars {
@@ -152,7 +156,9 @@ fn source_date_epoch() -> u64 {
     {
         return v;
     }
-    tracing::warn!("no SOURCE_DATE_EPOCH and no git commit: using the current time (not reproducible)");
+    tracing::warn!(
+        "no SOURCE_DATE_EPOCH and no git commit: using the current time (not reproducible)"
+    );
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())

@@ -96,7 +96,11 @@ pub fn build(
         done: Vec::new(),
     };
     let cfg = &opts.config;
-    let variant = if opts.no_cluster { "no-cluster" } else { "full" };
+    let variant = if opts.no_cluster {
+        "no-cluster"
+    } else {
+        "full"
+    };
     let base = format!("gantry-{}", opts.version);
     let work = opts.output.join(".gantry-work");
 
@@ -140,14 +144,34 @@ pub fn build(
             k3s_version: (!opts.no_cluster).then_some(cfg.k3s.version.as_str()),
             k3s_image_files: &inputs.k3s_image_files,
         };
-        stage_overlay(&overlay, &files::root_files(&params), &inputs.files, cfg, cancel)?;
-        Ok(((), format!("{} files", inputs.files.len() + files::root_files(&params).len())))
+        stage_overlay(
+            &overlay,
+            &files::root_files(&params),
+            &inputs.files,
+            cfg,
+            cancel,
+        )?;
+        Ok((
+            (),
+            format!(
+                "{} files",
+                inputs.files.len() + files::root_files(&params).len()
+            ),
+        ))
     })?;
 
     let rootfs = work.join("rootfs");
     let debs = opts.cache.dir(&format!("debs/{}", cfg.debian.suite))?;
     steps.run("Installing Debian (mmdebstrap)", || {
-        mmdebstrap(cfg, opts.source_date_epoch, &initrd_overlay, &overlay, &debs, &rootfs, cancel)?;
+        mmdebstrap(
+            cfg,
+            opts.source_date_epoch,
+            &initrd_overlay,
+            &overlay,
+            &debs,
+            &rootfs,
+            cancel,
+        )?;
         Ok(((), format!("{} {}", cfg.debian.suite, cfg.debian.mirror)))
     })?;
 
@@ -199,7 +223,10 @@ pub fn build(
             .arg(format!("{}M", cfg.disk.data_mib))
             .env("E2FSPROGS_FAKE_TIME", opts.source_date_epoch.to_string());
         run(&mut cmd, cancel)?;
-        Ok(((), format!("{} MiB, grows on first boot", cfg.disk.data_mib)))
+        Ok((
+            (),
+            format!("{} MiB, grows on first boot", cfg.disk.data_mib),
+        ))
     })?;
 
     let esp_img = work.join("esp.vfat");
@@ -209,7 +236,18 @@ pub fn build(
             'a',
             &cfg.system.kernel_cmdline,
         );
-        make_esp(&esp_img, &rootfs, &kernel, cfg, &ids, &opts.version, &cmdline, opts.source_date_epoch, &work, cancel)?;
+        make_esp(
+            &esp_img,
+            &rootfs,
+            &kernel,
+            cfg,
+            &ids,
+            &opts.version,
+            &cmdline,
+            opts.source_date_epoch,
+            &work,
+            cancel,
+        )?;
         Ok(((), "entry gantry-a".to_string()))
     })?;
 
@@ -330,7 +368,11 @@ async fn resolve_inputs(
         source: opts.gantry_binary.display().to_string(),
         digest: format!("sha256:{gantry_sha}"),
     });
-    files.push(("usr/bin/gantry".to_string(), opts.gantry_binary.clone(), 0o755));
+    files.push((
+        "usr/bin/gantry".to_string(),
+        opts.gantry_binary.clone(),
+        0o755,
+    ));
     if opts.no_cluster {
         return Ok(Inputs {
             records,
@@ -543,8 +585,11 @@ fn check_rootfs(rootfs: &Path, cancel: &CancellationToken) -> Result<Vec<manifes
         }
     }
     let mut cmd = Command::new("dpkg-query");
-    cmd.arg(format!("--admindir={}", rootfs.join("var/lib/dpkg").display()))
-        .args(["-W", "-f", "${Package}\t${Version}\n"]);
+    cmd.arg(format!(
+        "--admindir={}",
+        rootfs.join("var/lib/dpkg").display()
+    ))
+    .args(["-W", "-f", "${Package}\t${Version}\n"]);
     Ok(manifest::parse_packages(&run(&mut cmd, cancel)?))
 }
 
@@ -559,15 +604,27 @@ fn find_kernel(rootfs: &Path) -> Result<Kernel> {
     let mut found = Vec::new();
     for e in std::fs::read_dir(&boot).map_err(Error::io("reading", &boot))? {
         let e = e.map_err(Error::io("reading", &boot))?;
-        if let Some(v) = e.file_name().to_str().and_then(|n| n.strip_prefix("vmlinuz-")) {
+        if let Some(v) = e
+            .file_name()
+            .to_str()
+            .and_then(|n| n.strip_prefix("vmlinuz-"))
+        {
             found.push(v.to_string());
         }
     }
     found.sort();
     let version = match found.as_slice() {
         [one] => one.clone(),
-        [] => return Err(Error::Invalid("no kernel in /boot: check debian.kernel_flavour".into())),
-        many => return Err(Error::Invalid(format!("several kernels in /boot: {many:?}"))),
+        [] => {
+            return Err(Error::Invalid(
+                "no kernel in /boot: check debian.kernel_flavour".into(),
+            ));
+        }
+        many => {
+            return Err(Error::Invalid(format!(
+                "several kernels in /boot: {many:?}"
+            )));
+        }
     };
     let initrd = boot.join(format!("initrd.img-{version}"));
     if !initrd.is_file() {
@@ -603,7 +660,10 @@ fn clamp_times(root: &Path, sde: u64) -> Result<()> {
     let t = filetime::FileTime::from_unix_time(i64::try_from(sde).unwrap_or(i64::MAX), 0);
     for e in walkdir::WalkDir::new(root).follow_links(false) {
         let e = e.map_err(|e| Error::Invalid(format!("walking {}: {e}", root.display())))?;
-        let md = e.path().symlink_metadata().map_err(Error::io("reading", e.path()))?;
+        let md = e
+            .path()
+            .symlink_metadata()
+            .map_err(Error::io("reading", e.path()))?;
         let mtime = filetime::FileTime::from_last_modification_time(&md);
         let atime = filetime::FileTime::from_last_access_time(&md);
         if mtime > t || atime > t {
@@ -687,7 +747,10 @@ fn make_esp(
         mtools(&["mcopy", "-m", "-o"], &[(src, dest)])?;
     }
     let dest = format!("::/loader/entries/{entry_name}");
-    mtools(&["mcopy", "-m", "-o"], &[(entry_path.as_path(), dest.as_str())])
+    mtools(
+        &["mcopy", "-m", "-o"],
+        &[(entry_path.as_path(), dest.as_str())],
+    )
 }
 
 fn assemble(
@@ -701,7 +764,8 @@ fn assemble(
 ) -> Result<()> {
     let _ = std::fs::remove_file(raw);
     let f = std::fs::File::create(raw).map_err(Error::io("creating", raw))?;
-    f.set_len(layout.disk_size).map_err(Error::io("sizing", raw))?;
+    f.set_len(layout.disk_size)
+        .map_err(Error::io("sizing", raw))?;
     drop(f);
     let script = work.join("sfdisk.script");
     write_file(&script, layout.sfdisk_script().as_bytes())?;
@@ -760,7 +824,8 @@ fn copy_sparse(
         if buf[..n].iter().any(|&b| b != 0) {
             dst.seek(SeekFrom::Start(offset + pos))
                 .map_err(Error::io("seeking", dst_path))?;
-            dst.write_all(&buf[..n]).map_err(Error::io("writing", dst_path))?;
+            dst.write_all(&buf[..n])
+                .map_err(Error::io("writing", dst_path))?;
         }
         pos += n as u64;
     }
@@ -847,7 +912,10 @@ mod tests {
         let blocks = std::fs::metadata(&dst_path).unwrap().blocks();
         assert!(blocks * 512 <= 3 * MIB, "not sparse: {blocks} blocks");
 
-        let mut dst = std::fs::OpenOptions::new().write(true).open(&dst_path).unwrap();
+        let mut dst = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&dst_path)
+            .unwrap();
         let e = copy_sparse(&src, &mut dst, 0, MIB, &dst_path, &c).unwrap_err();
         assert!(e.to_string().contains("larger than its partition"), "{e}");
     }

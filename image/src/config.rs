@@ -349,7 +349,10 @@ mod tests {
         let bad = DEFAULT_TOML.replace("hostname = \"gantry\"", "hostname = \"bad host\"");
         let e = Config::parse(&bad, Path::new("my.toml"), Path::new("/")).unwrap_err();
         let s = e.to_string();
-        assert!(s.contains("my.toml") && s.contains("system.hostname"), "{s}");
+        assert!(
+            s.contains("my.toml") && s.contains("system.hostname"),
+            "{s}"
+        );
 
         let bad = DEFAULT_TOML.replace("15811d34", "zz11d34");
         let s = Config::parse(&bad, Path::new("my.toml"), Path::new("/"))

@@ -93,7 +93,9 @@ impl Cache {
             }
         }
         let url = source.url.as_deref().ok_or_else(|| {
-            Error::Invalid(format!("{what}: neither a local path nor a URL is configured"))
+            Error::Invalid(format!(
+                "{what}: neither a local path nor a URL is configured"
+            ))
         })?;
         self.download(what, url, &source.sha256, cancel).await
     }
@@ -193,14 +195,18 @@ mod tests {
     }
 
     /// A one-file HTTP server on 127.0.0.1:0 that counts its requests.
-    async fn serve(body: &'static [u8]) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    async fn serve(
+        body: &'static [u8],
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let h = hits.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((mut s, _)) = listener.accept().await else { return };
+                let Ok((mut s, _)) = listener.accept().await else {
+                    return;
+                };
                 h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let mut buf = [0u8; 4096];
                 let _ = s.read(&mut buf).await;
@@ -232,7 +238,11 @@ mod tests {
         assert_eq!(p, cache.blob_path(src.sha256.hex()));
         let again = cache.fetch("k3s", &src, &cancel).await.unwrap();
         assert_eq!(again, p);
-        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1, "second fetch must hit the cache");
+        assert_eq!(
+            hits.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "second fetch must hit the cache"
+        );
 
         // A corrupted cache entry is dropped and downloaded again.
         std::fs::write(&p, b"corrupt").unwrap();
@@ -257,7 +267,9 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, Error::Digest { .. }), "{e}");
         assert!(!cache.blob_path(src.sha256.hex()).exists());
-        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("sha256")).unwrap().collect();
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("sha256"))
+            .unwrap()
+            .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
     }
 
@@ -275,7 +287,11 @@ mod tests {
         };
         assert_eq!(cache.fetch("k3s", &src, &cancel).await.unwrap(), f);
         src.sha256 = digest(b"something else");
-        let e = cache.fetch("k3s", &src, &cancel).await.unwrap_err().to_string();
+        let e = cache
+            .fetch("k3s", &src, &cancel)
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("sha256 mismatch") && e.contains("k3s"), "{e}");
     }
 

@@ -73,18 +73,38 @@ pub fn root_files(p: &RootParams<'_>) -> Vec<File> {
             ),
         ),
         file("etc/fstab", 0o644, fstab()),
-        file("etc/systemd/network/80-gantry-wired.network", 0o644, NETWORK),
+        file(
+            "etc/systemd/network/80-gantry-wired.network",
+            0o644,
+            NETWORK,
+        ),
         file(
             "etc/systemd/system/systemd-networkd-wait-online.service.d/gantry.conf",
             0o644,
             WAIT_ONLINE,
         ),
         file("etc/systemd/journald.conf.d/gantry.conf", 0o644, JOURNALD),
-        file("usr/lib/systemd/system/gantry.service", 0o644, gantry_service(p.gantry_args)),
-        file("usr/lib/systemd/system/gantry-banner.service", 0o644, BANNER_SERVICE),
-        file("usr/lib/systemd/system/gantry-banner.path", 0o644, BANNER_PATH),
+        file(
+            "usr/lib/systemd/system/gantry.service",
+            0o644,
+            gantry_service(p.gantry_args),
+        ),
+        file(
+            "usr/lib/systemd/system/gantry-banner.service",
+            0o644,
+            BANNER_SERVICE,
+        ),
+        file(
+            "usr/lib/systemd/system/gantry-banner.path",
+            0o644,
+            BANNER_PATH,
+        ),
         file("usr/lib/gantry/banner", 0o755, BANNER_SH),
-        file("usr/lib/tmpfiles.d/gantry.conf", 0o644, tmpfiles(p.k3s_image_files)),
+        file(
+            "usr/lib/tmpfiles.d/gantry.conf",
+            0o644,
+            tmpfiles(p.k3s_image_files),
+        ),
     ];
     v.sort_by(|a, b| a.path.cmp(&b.path));
     v
@@ -286,7 +306,11 @@ agetty --reload 2>/dev/null || true
 /// unmounts what is bound to a device that briefly disappears).
 pub fn initrd_files() -> Vec<File> {
     vec![
-        file("usr/share/initramfs-tools/modules.d/gantry.conf", 0o644, "erofs\n"),
+        file(
+            "usr/share/initramfs-tools/modules.d/gantry.conf",
+            0o644,
+            "erofs\n",
+        ),
         file("usr/share/initramfs-tools/hooks/gantry", 0o755, INITRD_HOOK),
         file(
             "usr/share/initramfs-tools/scripts/local-premount/gantry-grow-data",
@@ -412,11 +436,23 @@ mod tests {
     fn state_directories_are_on_the_data_partition() {
         let files = root_files(&params());
         let fstab = &get(&files, "etc/fstab").content;
-        assert!(fstab.contains("PARTLABEL=gantry-data\t/var\text4\tdefaults,noatime,x-systemd.growfs\t0 2"));
+        assert!(
+            fstab.contains(
+                "PARTLABEL=gantry-data\t/var\text4\tdefaults,noatime,x-systemd.growfs\t0 2"
+            )
+        );
         assert!(fstab.contains("/var/lib/gantry-etc/rancher\t/etc/rancher\tnone\tbind"));
-        assert!(!fstab.contains("\t/\t"), "root must stay as the initrd mounted it (ro)");
+        assert!(
+            !fstab.contains("\t/\t"),
+            "root must stay as the initrd mounted it (ro)"
+        );
         let data: Vec<_> = DATA_DIRS.iter().map(|(d, _)| *d).collect();
-        for d in ["lib/gantry", "lib/rancher", "lib/gantry-etc/rancher", "log/journal"] {
+        for d in [
+            "lib/gantry",
+            "lib/rancher",
+            "lib/gantry-etc/rancher",
+            "log/journal",
+        ] {
             assert!(data.contains(&d), "{d}");
         }
         let journald = &get(&files, "etc/systemd/journald.conf.d/gantry.conf").content;
@@ -494,10 +530,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let run = dir.path().join("run");
         std::fs::create_dir_all(&run).unwrap();
-        std::fs::write(run.join("urls"), "https://192.0.2.7/\nhttps://gantry.example/\n").unwrap();
+        std::fs::write(
+            run.join("urls"),
+            "https://192.0.2.7/\nhttps://gantry.example/\n",
+        )
+        .unwrap();
         std::fs::write(run.join("setup-token"), "tok-123\n").unwrap();
         let (console, issue) = banner(dir.path());
-        assert!(console.contains("Gantry 1.2.3 (full), booted from slot b"), "{console}");
+        assert!(
+            console.contains("Gantry 1.2.3 (full), booted from slot b"),
+            "{console}"
+        );
         assert!(console.contains("  Setup wizard:  https://192.0.2.7/\n"));
         assert!(console.contains("  Setup wizard:  https://gantry.example/\n"));
         assert!(console.contains("  Setup token:   tok-123\n"));
@@ -517,7 +560,10 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("run")).unwrap();
         std::fs::write(dir.path().join("run/urls"), "").unwrap();
         let (console, issue) = banner(dir.path());
-        assert!(console.contains("(waiting for gantry to start)"), "{console}");
+        assert!(
+            console.contains("(waiting for gantry to start)"),
+            "{console}"
+        );
         // With no URL from gantry, the issue file falls back to agetty's \4 (IPv4 address),
         // whatever `ip` finds on the machine running the test.
         if !console.contains("https://") {
@@ -534,15 +580,32 @@ mod tests {
         std::fs::write(part.join("partition"), "4\n").unwrap();
         std::fs::write(part.join("start"), format!("{start}\n")).unwrap();
         std::fs::write(part.join("size"), format!("{size}\n")).unwrap();
-        std::fs::write(part.join("uevent"), "MAJOR=254\nDEVNAME=vda4\nPARTN=4\nPARTNAME=gantry-data\n").unwrap();
+        std::fs::write(
+            part.join("uevent"),
+            "MAJOR=254\nDEVNAME=vda4\nPARTN=4\nPARTNAME=gantry-data\n",
+        )
+        .unwrap();
         let class = dir.join("sys/class/block");
         std::fs::create_dir_all(&class).unwrap();
-        std::os::unix::fs::symlink("../../devices/pci0/virtio2/block/vda/vda4", class.join("vda4")).unwrap();
-        std::os::unix::fs::symlink("../../devices/pci0/virtio2/block/vda", class.join("vda")).unwrap();
+        std::os::unix::fs::symlink(
+            "../../devices/pci0/virtio2/block/vda/vda4",
+            class.join("vda4"),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("../../devices/pci0/virtio2/block/vda", class.join("vda"))
+            .unwrap();
         // A fake sfdisk that records its arguments and input.
         let fake = dir.join("sfdisk");
-        std::fs::write(&fake, format!("#!/bin/sh\necho \"$@\" > {0}/args\ncat > {0}/stdin\n", dir.display())).unwrap();
-        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        std::fs::write(
+            &fake,
+            format!(
+                "#!/bin/sh\necho \"$@\" > {0}/args\ncat > {0}/stdin\n",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
     }
 
     fn grow(dir: &std::path::Path) -> String {
@@ -566,8 +629,14 @@ mod tests {
         fake_sys(dir.path(), 8_388_608, 524_288, 16_777_216);
         let out = grow(dir.path());
         assert!(out.contains("growing /dev/vda4 by 3839 MiB"), "{out}");
-        assert_eq!(std::fs::read_to_string(dir.path().join("args")).unwrap(), "--quiet -N 4 /dev/vda\n");
-        assert_eq!(std::fs::read_to_string(dir.path().join("stdin")).unwrap(), ", +\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("args")).unwrap(),
+            "--quiet -N 4 /dev/vda\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("stdin")).unwrap(),
+            ", +\n"
+        );
     }
 
     #[test]

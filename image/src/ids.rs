@@ -100,6 +100,9 @@ mod tests {
             Uuid::new_v5(&NAMESPACE, b"0000/disk"),
             "derivation scheme changed"
         );
-        assert_eq!(NAMESPACE.to_string(), "6a2f1c0e-5b7d-4e39-9d41-7c2bab80e113");
+        assert_eq!(
+            NAMESPACE.to_string(),
+            "6a2f1c0e-5b7d-4e39-9d41-7c2bab80e113"
+        );
     }
 }

@@ -83,7 +83,13 @@ impl Layout {
     /// backup GPT (which needs 33 sectors).
     pub fn new(disk: &Disk, ids: &Ids) -> Layout {
         let spec = [
-            (Role::Esp, LABEL_ESP, TYPE_ESP, disk.esp_mib, ids.esp_partuuid),
+            (
+                Role::Esp,
+                LABEL_ESP,
+                TYPE_ESP,
+                disk.esp_mib,
+                ids.esp_partuuid,
+            ),
             (
                 Role::RootA,
                 LABEL_ROOT_A,
@@ -98,7 +104,13 @@ impl Layout {
                 disk.root_slot_mib,
                 ids.root_b_partuuid,
             ),
-            (Role::Data, LABEL_DATA, TYPE_LINUX_DATA, disk.data_mib, ids.data_partuuid),
+            (
+                Role::Data,
+                LABEL_DATA,
+                TYPE_LINUX_DATA,
+                disk.data_mib,
+                ids.data_partuuid,
+            ),
         ];
         let mut offset = MIB;
         let mut partitions = Vec::with_capacity(spec.len());

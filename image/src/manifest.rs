@@ -181,7 +181,10 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(v["variant"], "no-cluster");
         assert_eq!(v["partitions"][3]["label"], "gantry-data");
-        assert_eq!(v["debian"]["packages"][0]["name"], "bash", "packages sorted");
+        assert_eq!(
+            v["debian"]["packages"][0]["name"], "bash",
+            "packages sorted"
+        );
         assert_eq!(v["debian"]["packages"].as_array().unwrap().len(), 2);
         assert!(json.ends_with("}\n"));
     }

@@ -69,7 +69,10 @@ fn oci_err(reference: &str, message: impl Into<String>) -> Error {
 fn hex_of(reference: &str, digest: &str) -> Result<String> {
     match digest.strip_prefix("sha256:") {
         Some(h) if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => Ok(h.to_string()),
-        _ => Err(oci_err(reference, format!("unsupported digest `{digest}` (sha256 only)"))),
+        _ => Err(oci_err(
+            reference,
+            format!("unsupported digest `{digest}` (sha256 only)"),
+        )),
     }
 }
 
@@ -83,8 +86,8 @@ fn is_index(doc: &[u8]) -> bool {
 
 /// Picks the linux/amd64 manifest of an index.
 fn select_amd64(reference: &str, index: &[u8]) -> Result<Descriptor> {
-    let index: Index = serde_json::from_slice(index)
-        .map_err(|e| oci_err(reference, format!("bad index: {e}")))?;
+    let index: Index =
+        serde_json::from_slice(index).map_err(|e| oci_err(reference, format!("bad index: {e}")))?;
     index
         .manifests
         .into_iter()
@@ -123,7 +126,9 @@ pub async fn pull(
             .map_err(|e| oci_err(reference, format!("{e}")))?;
         return Err(oci_err(
             reference,
-            format!("no digest pinned; the registry serves {served}: put `digest = \"{served}\"` in the config"),
+            format!(
+                "no digest pinned; the registry serves {served}: put `digest = \"{served}\"` in the config"
+            ),
         ));
     }
     let pinned = r.clone_with_digest(digest.to_string());
@@ -161,7 +166,10 @@ pub async fn pull(
 
     let top = fetch_doc(digest.to_string()).await?;
     let manifest_bytes = if is_index(&top) {
-        blobs.insert(hex_of(reference, digest)?, store(&hex_of(reference, digest)?, &top)?);
+        blobs.insert(
+            hex_of(reference, digest)?,
+            store(&hex_of(reference, digest)?, &top)?,
+        );
         let d = select_amd64(reference, &top)?;
         fetch_doc(d.digest).await?
     } else {
@@ -269,23 +277,27 @@ pub fn write_archive(
     };
     let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
     let mut h = header(layout.len() as u64, 0o644);
-    tar.append_data(&mut h, "oci-layout", &layout[..]).map_err(w)?;
+    tar.append_data(&mut h, "oci-layout", &layout[..])
+        .map_err(w)?;
     let index = serde_json::to_vec(&index).map_err(|e| Error::Invalid(e.to_string()))?;
     let mut h = header(index.len() as u64, 0o644);
-    tar.append_data(&mut h, "index.json", &index[..]).map_err(w)?;
+    tar.append_data(&mut h, "index.json", &index[..])
+        .map_err(w)?;
     let mut h = tar::Header::new_ustar();
     h.set_entry_type(tar::EntryType::Directory);
     h.set_mode(0o755);
     h.set_mtime(mtime);
     h.set_size(0);
     for dir in ["blobs/", "blobs/sha256/"] {
-        tar.append_data(&mut h.clone(), dir, std::io::empty()).map_err(w)?;
+        tar.append_data(&mut h.clone(), dir, std::io::empty())
+            .map_err(w)?;
     }
     for (hex, path) in blobs {
         let f = std::fs::File::open(path).map_err(Error::io("opening", path))?;
         let len = f.metadata().map_err(Error::io("reading", path))?.len();
         let mut h = header(len, 0o644);
-        tar.append_data(&mut h, format!("blobs/sha256/{hex}"), f).map_err(w)?;
+        tar.append_data(&mut h, format!("blobs/sha256/{hex}"), f)
+            .map_err(w)?;
     }
     let inner = tar.into_inner().map_err(w)?;
     inner
@@ -325,7 +337,9 @@ pub fn verify_archive(path: &Path, reference: &str, pinned: &str) -> Result<Arch
             .to_string();
         if name == "index.json" {
             let mut v = Vec::new();
-            entry.read_to_end(&mut v).map_err(Error::io("reading", path))?;
+            entry
+                .read_to_end(&mut v)
+                .map_err(Error::io("reading", path))?;
             index = Some(v);
         } else if let Some(hex) = name.strip_prefix("blobs/sha256/").filter(|h| !h.is_empty()) {
             let hex = hex.to_string();
@@ -388,9 +402,7 @@ pub fn verify_archive(path: &Path, reference: &str, pinned: &str) -> Result<Arch
     let manifest: Manifest = docs
         .get(&mhex)
         .ok_or_else(|| bad(format!("manifest blob {mhex} missing")))
-        .and_then(|d| {
-            serde_json::from_slice(d).map_err(|e| bad(format!("manifest: {e}")))
-        })?;
+        .and_then(|d| serde_json::from_slice(d).map_err(|e| bad(format!("manifest: {e}"))))?;
     for d in std::iter::once(&manifest.config).chain(&manifest.layers) {
         let h = hex_of(reference, &d.digest)?;
         if !present.contains(&h) {
@@ -430,7 +442,8 @@ mod tests {
             blobs.insert(hex.clone(), p);
             format!("sha256:{hex}")
         };
-        let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+        let config =
+            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
         let layer = b"not really a tar.gz, but blobs are opaque here";
         let cd = put(config);
         let ld = put(layer);
@@ -501,7 +514,10 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(&names[..4], ["oci-layout", "index.json", "blobs/", "blobs/sha256/"]);
+        assert_eq!(
+            &names[..4],
+            ["oci-layout", "index.json", "blobs/", "blobs/sha256/"]
+        );
         let blobs = &names[4..];
         let mut sorted = blobs.to_vec();
         sorted.sort();
@@ -519,8 +535,19 @@ mod tests {
             .map(|(h, _)| h.clone())
             .unwrap();
         blobs.remove(&layer);
-        write_archive(&f.out, "a:1", "x", &f.manifest_digest, f.manifest_len, &blobs, 0).unwrap();
-        let e = verify_archive(&f.out, "a", &f.manifest_digest).unwrap_err().to_string();
+        write_archive(
+            &f.out,
+            "a:1",
+            "x",
+            &f.manifest_digest,
+            f.manifest_len,
+            &blobs,
+            0,
+        )
+        .unwrap();
+        let e = verify_archive(&f.out, "a", &f.manifest_digest)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("missing"), "{e}");
 
         // Same name, other content.
@@ -528,8 +555,19 @@ mod tests {
         let evil = f.out.with_file_name("evil");
         std::fs::write(&evil, b"evil").unwrap();
         blobs.insert(layer, evil);
-        write_archive(&f.out, "a:1", "x", &f.manifest_digest, f.manifest_len, &blobs, 0).unwrap();
-        let e = verify_archive(&f.out, "a", &f.manifest_digest).unwrap_err().to_string();
+        write_archive(
+            &f.out,
+            "a:1",
+            "x",
+            &f.manifest_digest,
+            f.manifest_len,
+            &blobs,
+            0,
+        )
+        .unwrap();
+        let e = verify_archive(&f.out, "a", &f.manifest_digest)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("hashes to"), "{e}");
     }
 

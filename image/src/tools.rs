@@ -18,19 +18,49 @@ pub struct Tool {
 
 /// Every program a build needs (`qemu-img` only for the qcow2 output).
 pub const TOOLS: &[Tool] = &[
-    Tool { program: "mmdebstrap", package: "mmdebstrap" },
-    Tool { program: "mkfs.erofs", package: "erofs-utils" },
-    Tool { program: "mkfs.ext4", package: "e2fsprogs" },
-    Tool { program: "mkfs.vfat", package: "dosfstools" },
-    Tool { program: "mcopy", package: "mtools" },
-    Tool { program: "mmd", package: "mtools" },
-    Tool { program: "sfdisk", package: "fdisk" },
-    Tool { program: "qemu-img", package: "qemu-utils" },
-    Tool { program: "cp", package: "coreutils" },
+    Tool {
+        program: "mmdebstrap",
+        package: "mmdebstrap",
+    },
+    Tool {
+        program: "mkfs.erofs",
+        package: "erofs-utils",
+    },
+    Tool {
+        program: "mkfs.ext4",
+        package: "e2fsprogs",
+    },
+    Tool {
+        program: "mkfs.vfat",
+        package: "dosfstools",
+    },
+    Tool {
+        program: "mcopy",
+        package: "mtools",
+    },
+    Tool {
+        program: "mmd",
+        package: "mtools",
+    },
+    Tool {
+        program: "sfdisk",
+        package: "fdisk",
+    },
+    Tool {
+        program: "qemu-img",
+        package: "qemu-utils",
+    },
+    Tool {
+        program: "cp",
+        package: "coreutils",
+    },
 ];
 
 /// `strip`, used when `gantry.strip` is set.
-pub const STRIP: Tool = Tool { program: "strip", package: "binutils" };
+pub const STRIP: Tool = Tool {
+    program: "strip",
+    package: "binutils",
+};
 
 /// Finds `program` in `PATH` (and the sbin directories, which a non-login root shell may lack).
 pub fn which(program: &str) -> Option<PathBuf> {
@@ -43,7 +73,10 @@ pub fn which(program: &str) -> Option<PathBuf> {
 
 /// Checks that every tool is installed; the error lists what to `apt-get install`.
 pub fn require(tools: &[Tool]) -> Result<()> {
-    let missing: Vec<&Tool> = tools.iter().filter(|t| which(t.program).is_none()).collect();
+    let missing: Vec<&Tool> = tools
+        .iter()
+        .filter(|t| which(t.program).is_none())
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -51,7 +84,11 @@ pub fn require(tools: &[Tool]) -> Result<()> {
     pkgs.sort_unstable();
     pkgs.dedup();
     Err(Error::MissingTool {
-        tool: missing.iter().map(|t| t.program).collect::<Vec<_>>().join("`, `"),
+        tool: missing
+            .iter()
+            .map(|t| t.program)
+            .collect::<Vec<_>>()
+            .join("`, `"),
         hint: format!("apt-get install {}", pkgs.join(" ")),
     })
 }
@@ -87,7 +124,10 @@ pub fn run(cmd: &mut Command, cancel: &CancellationToken) -> Result<String> {
         })
     });
     let status = loop {
-        if let Some(st) = child.try_wait().map_err(Error::io("waiting for", Path::new(&shown)))? {
+        if let Some(st) = child
+            .try_wait()
+            .map_err(Error::io("waiting for", Path::new(&shown)))?
+        {
             break st;
         }
         if cancel.is_cancelled() {
@@ -145,8 +185,14 @@ mod tests {
     #[test]
     fn missing_tools_name_the_package_to_install() {
         let e = require(&[
-            Tool { program: "gantry-no-such-tool", package: "gantry-pkg" },
-            Tool { program: "sh", package: "dash" },
+            Tool {
+                program: "gantry-no-such-tool",
+                package: "gantry-pkg",
+            },
+            Tool {
+                program: "sh",
+                package: "dash",
+            },
         ])
         .unwrap_err()
         .to_string();
