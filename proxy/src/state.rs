@@ -104,13 +104,11 @@ impl Shared {
         let mut inputs = self.inputs.lock().map_err(|_| poisoned())?;
         let mut candidate = inputs.clone();
         candidate.insert(provider.to_owned(), cfg);
-        let previous_origins = origins.as_ref().map(|o| {
-            let mut cur = self.origins.lock().map(|g| g.clone()).unwrap_or_default();
-            std::mem::swap(&mut cur, &mut o.clone());
-            if let Ok(mut g) = self.origins.lock() {
-                *g = o.clone();
-            }
-            cur
+        // Error messages name files, so the new origins apply during the compile; they are
+        // put back if it fails.
+        let previous_origins = origins.map(|o| match self.origins.lock() {
+            Ok(mut g) => std::mem::replace(&mut *g, o),
+            Err(_) => BTreeMap::new(),
         });
         let generation = self.generation.load(Ordering::Relaxed) + 1;
         self.metrics.config_reloads.fetch_add(1, Ordering::Relaxed);
@@ -261,23 +259,21 @@ impl Shared {
                 .entry_points
                 .get(ep)
                 .is_some_and(|e| e.http.tls.is_some());
-            for t in [tls] {
-                out.push((
-                    ep.to_owned(),
-                    Arc::new(Router {
-                        name: name.into(),
-                        rule_text: rule.to_owned(),
-                        rule: parsed.clone(),
-                        priority,
-                        tls: t,
-                        tls_options: None,
-                        middlewares: Vec::new(),
-                        service: service.clone(),
-                        access_log: false,
-                        metrics: false,
-                    }),
-                ));
-            }
+            out.push((
+                ep.to_owned(),
+                Arc::new(Router {
+                    name: name.into(),
+                    rule_text: rule.to_owned(),
+                    rule: parsed,
+                    priority,
+                    tls,
+                    tls_options: None,
+                    middlewares: Vec::new(),
+                    service,
+                    access_log: false,
+                    metrics: false,
+                }),
+            ));
         };
         if let Some(p) = &sc.ping
             && p.manual_routing != Some(true)
