@@ -212,7 +212,7 @@ mod tests {
         assert!(e.contains("boom") && e.contains("exit status: 3"), "{e}");
         c.cancel();
         let t = std::time::Instant::now();
-        let e = run(&mut Command::new("sleep").arg("30"), &c).unwrap_err();
+        let e = run(Command::new("sleep").arg("30"), &c).unwrap_err();
         assert!(matches!(e, Error::Cancelled));
         assert!(t.elapsed() < Duration::from_secs(10));
     }
