@@ -48,6 +48,8 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: crate::certs_cmd::CertsCommand,
     },
+    /// Build the appliance disk image (raw, qcow2, root-slot image, manifest). Runs as root.
+    Build(crate::build_cmd::BuildArgs),
 }
 
 pub(crate) fn init_tracing(format: LogFormat) {
@@ -71,6 +73,7 @@ impl Cli {
                 check,
             } => run_proxy(config, workers, check),
             Command::Certs { command } => crate::certs_cmd::run(command),
+            Command::Build(args) => crate::build_cmd::run(args),
         }
     }
 }
