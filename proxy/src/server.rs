@@ -3,14 +3,16 @@
 //! queue), TLS handshakes, HTTP/1.1 and HTTP/2 connections, connection limits and graceful drain.
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -232,13 +234,19 @@ async fn serve_http<IO>(
         // h2 is negotiated with ALPN; without it the client speaks HTTP/1.1.
     }
     let info = ep.info.clone();
-    let count = std::sync::atomic::AtomicU64::new(0);
+    let requests = Arc::new(AtomicU64::new(0));
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let io_ops = Arc::new(AtomicU64::new(0));
     let max_requests = ep.keep_alive_max_requests;
+    let (count, handlers) = (requests.clone(), in_flight.clone());
     let svc = service_fn(move |req| {
         let ctx = RequestCtx::new(peer, info.clone(), tls);
         let n = count.fetch_add(1, Ordering::Relaxed) + 1;
         let shared = shared.clone();
+        handlers.fetch_add(1, Ordering::Relaxed);
+        let handling = InFlight(handlers.clone());
         async move {
+            let _handling = handling;
             let mut resp = crate::handler::handle(shared, req, ctx).await;
             if max_requests > 0 && n >= max_requests {
                 resp.headers_mut().insert(
@@ -249,10 +257,19 @@ async fn serve_http<IO>(
             Ok::<_, std::convert::Infallible>(resp)
         }
     });
-    let io = TokioIo::new(io);
+    let io = TokioIo::new(Activity {
+        io,
+        ops: io_ops.clone(),
+    });
     let conn = builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
-    let idle = ep.idle_timeout;
+    let watch = watchdog(
+        ep.header_timeout,
+        ep.idle_timeout,
+        &requests,
+        &in_flight,
+        &io_ops,
+    );
     tokio::select! {
         r = conn.as_mut() => {
             if let Err(e) = r {
@@ -261,10 +278,143 @@ async fn serve_http<IO>(
             return;
         }
         _ = drain.cancelled() => {}
+        end = watch => match end {
+            Watch::NoRequest => {
+                tracing::debug!(%peer, "no request within the header read timeout: connection closed");
+                return;
+            }
+            Watch::Idle => tracing::trace!(%peer, "idle timeout: closing the connection"),
+        },
     }
+    // Graceful: a response in progress still completes, then the connection closes.
     conn.as_mut().graceful_shutdown();
-    let _ = idle;
     let _ = conn.await;
+}
+
+/// Why [`watchdog`] fired.
+enum Watch {
+    /// No request head arrived within the header read timeout. hyper's own HTTP/1 timer does not
+    /// cover the protocol detection (HTTP/1.1 or h2c preface) nor HTTP/2, so a connection that
+    /// sends nothing (or a slow preface) would otherwise stay open forever.
+    NoRequest,
+    /// No byte in either direction and no request being handled for the idle timeout.
+    Idle,
+}
+
+/// Fires when a connection should be closed for lack of activity.
+async fn watchdog(
+    header_timeout: Duration,
+    idle: Option<Duration>,
+    requests: &AtomicU64,
+    in_flight: &AtomicUsize,
+    io_ops: &AtomicU64,
+) -> Watch {
+    let first_request = async {
+        tokio::time::sleep(header_timeout).await;
+        if requests.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        std::future::pending::<()>().await;
+    };
+    let idle_timeout = async {
+        let Some(idle) = idle else {
+            return std::future::pending::<()>().await;
+        };
+        // Checked a few times per period: the connection closes between `idle` and 1.25 x `idle`
+        // of silence. Before the first request the header read timeout applies instead.
+        let tick = (idle / 4).max(Duration::from_millis(10));
+        let mut last = io_ops.load(Ordering::Relaxed);
+        let mut quiet = Duration::ZERO;
+        loop {
+            tokio::time::sleep(tick).await;
+            let now = io_ops.load(Ordering::Relaxed);
+            if now != last
+                || in_flight.load(Ordering::Relaxed) > 0
+                || requests.load(Ordering::Relaxed) == 0
+            {
+                last = now;
+                quiet = Duration::ZERO;
+                continue;
+            }
+            quiet += tick;
+            if quiet >= idle {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = first_request => Watch::NoRequest,
+        _ = idle_timeout => Watch::Idle,
+    }
+}
+
+/// Counts a request being handled until dropped.
+struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The connection's I/O, counting reads and writes that moved bytes (one relaxed increment each)
+/// so that [`watchdog`] can tell an idle connection.
+struct Activity<IO> {
+    io: IO,
+    ops: Arc<AtomicU64>,
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Activity<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.io).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.ops.fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Activity<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.ops.fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.ops.fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
 }
 
 #[cfg(test)]

@@ -190,8 +190,9 @@ pub struct ServersTransport {
     pub max_idle_conns_per_host: Option<usize>,
     #[serde(default)]
     pub forwarding_timeouts: ForwardingTimeouts,
-    #[serde(default)]
+    #[serde(default, rename = "disableHTTP2")]
     pub disable_http2: bool,
+    #[serde(rename = "peerCertURI")]
     pub peer_cert_uri: Option<Unsupported>,
     pub certificates: Option<Unsupported>,
     pub spiffe: Option<Unsupported>,
@@ -278,6 +279,7 @@ struct MiddlewareConfigRaw {
     forward_auth: Option<Unsupported>,
     errors: Option<Unsupported>,
     circuit_breaker: Option<Unsupported>,
+    #[serde(rename = "passTLSClientCert")]
     pass_tls_client_cert: Option<Unsupported>,
     content_type: Option<Unsupported>,
     grpc_web: Option<Unsupported>,
@@ -430,7 +432,7 @@ pub struct Headers {
     pub sts_include_subdomains: bool,
     #[serde(default)]
     pub sts_preload: bool,
-    #[serde(default)]
+    #[serde(default, rename = "forceSTSHeader")]
     pub force_sts_header: bool,
     #[serde(default)]
     pub frame_deny: bool,
@@ -439,6 +441,7 @@ pub struct Headers {
     pub content_type_nosniff: bool,
     #[serde(default)]
     pub browser_xss_filter: bool,
+    #[serde(rename = "customBrowserXSSValue")]
     pub custom_browser_xss_value: Option<String>,
     pub content_security_policy: Option<String>,
     pub content_security_policy_report_only: Option<String>,

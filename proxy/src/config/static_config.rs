@@ -142,7 +142,7 @@ impl Default for LifeCycle {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ForwardedHeaders {
     /// Clients whose X-Forwarded-* headers are kept; from others they are replaced.
-    #[serde(default)]
+    #[serde(default, rename = "trustedIPs")]
     pub trusted_ips: Vec<String>,
     /// Trust X-Forwarded-* from everyone.
     #[serde(default)]
@@ -258,6 +258,7 @@ pub struct Providers {
     pub docker: Option<Unsupported>,
     pub swarm: Option<Unsupported>,
     pub kubernetes_ingress: Option<Unsupported>,
+    #[serde(rename = "kubernetesCRD")]
     pub kubernetes_crd: Option<Unsupported>,
     pub kubernetes_gateway: Option<Unsupported>,
     pub consul: Option<Unsupported>,
@@ -330,6 +331,7 @@ pub struct MetricsConfig {
     pub add_internals: Option<bool>,
     pub datadog: Option<Unsupported>,
     pub statsd: Option<Unsupported>,
+    #[serde(rename = "influxDB2")]
     pub influx_db2: Option<Unsupported>,
     pub otlp: Option<Unsupported>,
 }
