@@ -71,24 +71,27 @@ impl Cli {
 
 fn run_proxy(path: PathBuf, workers: Option<usize>, check: bool) -> anyhow::Result<()> {
     let static_cfg = config::load_static(&path)?;
-    if check {
-        if let Some(file) = &static_cfg.providers.file {
-            let loaded = config::load_dynamic(file.filename.as_deref(), file.directory.as_deref())?;
-            println!(
-                "ok: {} entrypoints, {} routers, {} services, {} middlewares",
-                static_cfg.entry_points.len(),
-                loaded.config.http.routers.len(),
-                loaded.config.http.services.len(),
-                loaded.config.http.middlewares.len()
-            );
-        }
-    }
     // The control runtime runs reloads and health checks; workers have their own runtimes.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()?;
     rt.block_on(async move {
+        if check {
+            let loaded = match &static_cfg.providers.file {
+                Some(f) => config::load_dynamic(f.filename.as_deref(), f.directory.as_deref())?,
+                None => config::LoadedDynamic::default(),
+            };
+            let snap = Proxy::check(static_cfg.clone(), loaded)?;
+            println!(
+                "configuration OK: {} entrypoints, {} routers, {} services, {} middlewares",
+                static_cfg.entry_points.len(),
+                snap.routers.len(),
+                snap.services.len(),
+                snap.middlewares.len()
+            );
+            return Ok(());
+        }
         let proxy = Proxy::start(
             static_cfg.clone(),
             ProxyOptions {
@@ -108,11 +111,7 @@ fn run_proxy(path: PathBuf, workers: Option<usize>, check: bool) -> anyhow::Resu
                 gantry_proxy::provider::spawn_watch(&proxy, file.clone(), throttle, stop.clone())?;
             }
         }
-        if check {
-            proxy.shutdown().await;
-            return Ok(());
-        }
-        for (name, _) in &static_cfg.entry_points {
+        for name in static_cfg.entry_points.keys() {
             if let Some(addr) = proxy.local_addr(name) {
                 tracing::info!(entrypoint = %name, %addr, "listening");
             }

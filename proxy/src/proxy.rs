@@ -157,6 +157,25 @@ impl Proxy {
         })
     }
 
+    /// Compiles a configuration without listening anywhere (`gantry proxy --check`): every error
+    /// a reload would report is reported here. Must be called inside a Tokio runtime.
+    pub fn check(
+        static_cfg: StaticConfig,
+        dynamic: crate::config::LoadedDynamic,
+    ) -> Result<Arc<Snapshot>, ProxyError> {
+        let shared = Shared::new(
+            Arc::new(static_cfg),
+            CertStore::new()?,
+            Arc::new(Metrics::new(None)),
+            None,
+            tokio::runtime::Handle::current(),
+        )?;
+        shared.set_provider("file", dynamic.config, Some(dynamic.origins))?;
+        let snap = shared.snapshot.load_full();
+        snap.stop.cancel();
+        Ok(snap)
+    }
+
     /// The address an entrypoint listens on (with the real port when configured with port 0).
     pub fn local_addr(&self, entrypoint: &str) -> Option<SocketAddr> {
         self.addrs.get(entrypoint).copied()

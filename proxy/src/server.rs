@@ -50,6 +50,8 @@ pub(crate) struct EntryPointRuntime {
     pub limits: Arc<Semaphore>,
     pub header_timeout: Duration,
     pub max_header_bytes: usize,
+    /// `respondingTimeouts.idleTimeout`: no bytes and no request in progress this long closes the
+    /// connection (gracefully).
     pub idle_timeout: Option<Duration>,
     pub max_streams: Option<u32>,
     pub keep_alive_max_requests: u64,
@@ -79,6 +81,7 @@ impl EntryPointRuntime {
                     .websocket_idle_timeout
                     .non_zero()
                     .unwrap_or(Duration::from_secs(600)),
+                port_header: http::HeaderValue::from(port),
             }),
             tls_options: ep
                 .http
@@ -136,13 +139,10 @@ pub(crate) async fn accept_loop(
 ) {
     let gauge = shared.metrics.connections(&ep.info.name);
     loop {
-        let permit = tokio::select! {
-            p = ep.limits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-            _ = stop_accepting.cancelled() => return,
-        };
+        // Accept, then wait for a permit: a worker that took a permit before accepting would sit
+        // on it while the kernel queues connections on another worker's socket (SO_REUSEPORT),
+        // which could then not be served below the limit. At most one accepted connection per
+        // worker waits for a permit.
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
@@ -152,6 +152,13 @@ pub(crate) async fn accept_loop(
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
+            },
+            _ = stop_accepting.cancelled() => return,
+        };
+        let permit = tokio::select! {
+            p = ep.limits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
             },
             _ = stop_accepting.cancelled() => return,
         };
@@ -230,17 +237,17 @@ async fn serve_http<IO>(
         .timer(TokioTimer::new())
         .max_concurrent_streams(ep.max_streams.unwrap_or(250))
         .max_header_list_size(ep.max_header_bytes as u32);
-    if tls {
-        // h2 is negotiated with ALPN; without it the client speaks HTTP/1.1.
-    }
     let info = ep.info.clone();
     let requests = Arc::new(AtomicU64::new(0));
     let in_flight = Arc::new(AtomicUsize::new(0));
     let io_ops = Arc::new(AtomicU64::new(0));
     let max_requests = ep.keep_alive_max_requests;
     let (count, handlers) = (requests.clone(), in_flight.clone());
+    let ip_header =
+        http::HeaderValue::from_str(&crate::forwarded::canonical(peer.ip()).to_string())
+            .unwrap_or_else(|_| http::HeaderValue::from_static("unknown"));
     let svc = service_fn(move |req| {
-        let ctx = RequestCtx::new(peer, info.clone(), tls);
+        let ctx = RequestCtx::with_ip_header(peer, ip_header.clone(), info.clone(), tls);
         let n = count.fetch_add(1, Ordering::Relaxed) + 1;
         let shared = shared.clone();
         handlers.fetch_add(1, Ordering::Relaxed);

@@ -81,7 +81,7 @@ impl RouteTable {
 
     /// The highest-priority router matching the request.
     pub fn find(&self, input: &RouteInput<'_>, tls: bool) -> Option<&Arc<Router>> {
-        let host = input.host.trim_end_matches('.');
+        let host = crate::rule::host_lookup_key(input.host);
         let list = if host.bytes().any(|b| b.is_ascii_uppercase()) {
             self.by_host.get(&host.to_ascii_lowercase())
         } else {

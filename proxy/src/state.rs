@@ -108,13 +108,11 @@ impl Shared {
         let mut inputs = self.inputs.lock().map_err(|_| poisoned())?;
         let mut candidate = inputs.clone();
         candidate.insert(provider.to_owned(), cfg);
-        // The new origins are in place while compiling (error messages name the files); the
-        // previous ones come back if the compile fails.
-        let previous_origins = origins.and_then(|o| {
-            self.origins
-                .lock()
-                .ok()
-                .map(|mut g| std::mem::replace(&mut *g, o))
+        // Error messages name files, so the new origins apply during the compile; they are
+        // put back if it fails.
+        let previous_origins = origins.map(|o| match self.origins.lock() {
+            Ok(mut g) => std::mem::replace(&mut *g, o),
+            Err(_) => BTreeMap::new(),
         });
         let generation = self.generation.load(Ordering::Relaxed) + 1;
         self.metrics.config_reloads.fetch_add(1, Ordering::Relaxed);
@@ -287,23 +285,21 @@ impl Shared {
                 .entry_points
                 .get(ep)
                 .is_some_and(|e| e.http.tls.is_some());
-            for t in [tls] {
-                out.push((
-                    ep.to_owned(),
-                    Arc::new(Router {
-                        name: name.into(),
-                        rule_text: rule.to_owned(),
-                        rule: parsed.clone(),
-                        priority,
-                        tls: t,
-                        tls_options: None,
-                        middlewares: Vec::new(),
-                        service: service.clone(),
-                        access_log: false,
-                        metrics: false,
-                    }),
-                ));
-            }
+            out.push((
+                ep.to_owned(),
+                Arc::new(Router {
+                    name: name.into(),
+                    rule_text: rule.to_owned(),
+                    rule: parsed,
+                    priority,
+                    tls,
+                    tls_options: None,
+                    middlewares: Vec::new(),
+                    service,
+                    access_log: false,
+                    metrics: false,
+                }),
+            ));
         };
         if let Some(p) = &sc.ping
             && p.manual_routing != Some(true)

@@ -71,7 +71,7 @@ pub struct RouterObservability {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(try_from = "ServiceConfigRaw")]
 pub enum ServiceConfig {
-    LoadBalancer(LoadBalancerConfig),
+    LoadBalancer(Box<LoadBalancerConfig>),
     Weighted(WeightedConfig),
 }
 
@@ -89,7 +89,7 @@ impl TryFrom<ServiceConfigRaw> for ServiceConfig {
     type Error = String;
     fn try_from(r: ServiceConfigRaw) -> Result<Self, String> {
         match (r.load_balancer, r.weighted) {
-            (Some(lb), None) => Ok(ServiceConfig::LoadBalancer(lb)),
+            (Some(lb), None) => Ok(ServiceConfig::LoadBalancer(Box::new(lb))),
             (None, Some(w)) => Ok(ServiceConfig::Weighted(w)),
             _ => Err("a service needs exactly one of `loadBalancer` or `weighted`".into()),
         }
@@ -432,7 +432,8 @@ pub struct Headers {
     pub sts_include_subdomains: bool,
     #[serde(default)]
     pub sts_preload: bool,
-    #[serde(default, rename = "forceSTSHeader")]
+    /// Traefik spells it `forceSTSHeader` (its decoder ignores case; ours accepts both forms).
+    #[serde(default, rename = "forceSTSHeader", alias = "forceStsHeader")]
     pub force_sts_header: bool,
     #[serde(default)]
     pub frame_deny: bool,
@@ -441,7 +442,7 @@ pub struct Headers {
     pub content_type_nosniff: bool,
     #[serde(default)]
     pub browser_xss_filter: bool,
-    #[serde(rename = "customBrowserXSSValue")]
+    #[serde(rename = "customBrowserXSSValue", alias = "customBrowserXssValue")]
     pub custom_browser_xss_value: Option<String>,
     pub content_security_policy: Option<String>,
     pub content_security_policy_report_only: Option<String>,

@@ -295,10 +295,8 @@ async fn errors_are_502_503_504_with_bodies_that_say_which() {
         r.text(),
         "503 Service Unavailable: no healthy upstream server\n"
     );
-    for r in [&r] {
-        assert_eq!(
-            r.header("content-type").as_deref(),
-            Some("text/plain; charset=utf-8")
-        );
-    }
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("text/plain; charset=utf-8")
+    );
 }

@@ -1,9 +1,7 @@
 //! Point 1, routing: host and path rules, priority (rule length by default, explicit wins),
 //! case-insensitive hosts, routers bound to entrypoints.
 //!
-//! This branch's rule engine knows only `Host` and `PathPrefix` joined by `&&`; the precedence cases
-//! from Traefik's documentation that need the full v3 syntax are at the end, ignored until the rule
-//! engine lands (run them with `cargo test -p gantry-proxy --test integration -- --ignored`).
+//! The precedence cases from Traefik's documentation that need the full v3 syntax are at the end.
 
 use serde_json::{Value, json};
 
@@ -203,7 +201,6 @@ async fn check_table(routers: Value, cases: &[Case<'_>]) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs rule engine"]
 async fn docs_longer_hostregexp_outranks_host() {
     // Traefik docs: Router-1 `HostRegexp(`[a-z]+\.traefik\.com`)` (34 chars) gets the requests for
     // foobar.traefik.com, not Router-2 `Host(`foobar.traefik.com`)` (26 chars).
@@ -222,7 +219,6 @@ async fn docs_longer_hostregexp_outranks_host() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs rule engine"]
 async fn docs_explicit_priority_overrides_length() {
     // Same routers with Router-1 priority 1 and Router-2 priority 2: Router-2 wins its host.
     check_table(
@@ -239,7 +235,6 @@ async fn docs_explicit_priority_overrides_length() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs rule engine"]
 async fn path_is_exact_pathprefix_is_a_prefix_and_regexps_anchor() {
     check_table(
         json!({
@@ -259,7 +254,6 @@ async fn path_is_exact_pathprefix_is_a_prefix_and_regexps_anchor() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs rule engine"]
 async fn operators_and_parentheses() {
     check_table(
         json!({
@@ -285,7 +279,6 @@ async fn operators_and_parentheses() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs rule engine"]
 async fn client_ip_and_hostregexp_matchers() {
     check_table(
         json!({
@@ -304,7 +297,6 @@ async fn client_ip_and_hostregexp_matchers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs rule engine"]
 async fn bad_rules_are_refused_with_their_position() {
     let p = TestProxy::start(WEB_ONLY);
     for rule in [
