@@ -282,6 +282,9 @@ impl Upstream {
 pub enum ForwardError {
     /// Could not connect (refused, unreachable, TLS failure): the server may be ejected.
     Connect,
+    /// The connection attempt timed out (`dialTimeout`): 504 as Traefik answers any timeout, and
+    /// the server may be ejected.
+    ConnectTimeout,
     /// Connected but the exchange failed.
     BadGateway,
     /// The upstream did not answer in time.
@@ -289,6 +292,11 @@ pub enum ForwardError {
 }
 
 impl ForwardError {
+    /// The server could not be reached at all (refused or timed out connecting).
+    pub fn is_connect(self) -> bool {
+        matches!(self, ForwardError::Connect | ForwardError::ConnectTimeout)
+    }
+
     /// The error response, carrying `self` in its extensions (the retry middleware looks).
     pub fn response(self) -> Response {
         let mut resp = match self {
@@ -300,7 +308,7 @@ impl ForwardError {
                 StatusCode::BAD_GATEWAY,
                 "502 Bad Gateway: the upstream server closed the connection or sent an invalid response\n",
             ),
-            ForwardError::Timeout => text_response(
+            ForwardError::Timeout | ForwardError::ConnectTimeout => text_response(
                 StatusCode::GATEWAY_TIMEOUT,
                 "504 Gateway Timeout: the upstream server did not answer in time\n",
             ),
@@ -505,7 +513,9 @@ pub async fn forward(
         Ok(r) => r,
         Err(e) => {
             tracing::debug!(upstream = %upstream.url, error = %e, "upstream request failed");
-            return Err(if e.is_connect() {
+            return Err(if e.is_connect() && caused_by_timeout(&e) {
+                ForwardError::ConnectTimeout
+            } else if e.is_connect() {
                 ForwardError::Connect
             } else {
                 ForwardError::BadGateway
@@ -529,6 +539,20 @@ pub async fn forward(
     // client's keep-alive connection into a one-shot one).
     parts.version = downstream_version;
     Ok(http::Response::from_parts(parts, Body::from(body)))
+}
+
+/// Whether an I/O timeout is somewhere in the error's chain of causes.
+fn caused_by_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 impl Transport {

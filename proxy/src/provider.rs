@@ -19,7 +19,13 @@ pub fn load(proxy: &Proxy, file: &FileProvider) -> Result<u64, ProxyError> {
 }
 
 fn load_into(shared: &Shared, file: &FileProvider) -> Result<u64, ProxyError> {
-    let loaded = config::load_dynamic(file.filename.as_deref(), file.directory.as_deref())?;
+    let loaded = match config::load_dynamic(file.filename.as_deref(), file.directory.as_deref()) {
+        Ok(l) => l,
+        Err(e) => {
+            shared.reload_failed_to_load();
+            return Err(e.into());
+        }
+    };
     Ok(shared.set_provider("file", loaded.config, Some(loaded.origins))?)
 }
 

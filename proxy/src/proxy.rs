@@ -101,6 +101,9 @@ impl Proxy {
             }
         }
 
+        let _ = shared
+            .bound_ports
+            .set(addrs.iter().map(|(n, a)| (n.clone(), a.port())).collect());
         let stop_accepting = CancellationToken::new();
         let drain = CancellationToken::new();
         let exit = CancellationToken::new();

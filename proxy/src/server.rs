@@ -3,14 +3,16 @@
 //! queue), TLS handshakes, HTTP/1.1 and HTTP/2 connections, connection limits and graceful drain.
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -48,6 +50,9 @@ pub(crate) struct EntryPointRuntime {
     pub limits: Arc<Semaphore>,
     pub header_timeout: Duration,
     pub max_header_bytes: usize,
+    /// `respondingTimeouts.idleTimeout`: no bytes and no request in progress this long closes the
+    /// connection (gracefully).
+    pub idle_timeout: Option<Duration>,
     pub max_streams: Option<u32>,
     pub keep_alive_max_requests: u64,
 }
@@ -95,6 +100,7 @@ impl EntryPointRuntime {
                 .max_header_bytes
                 .unwrap_or(ep.gantry.max_header_bytes)
                 .max(8192),
+            idle_timeout: ep.transport.responding_timeouts.idle_timeout.non_zero(),
             max_streams: ep.http2.as_ref().and_then(|h| h.max_concurrent_streams),
             keep_alive_max_requests: ep.transport.keep_alive_max_requests,
         })
@@ -133,13 +139,10 @@ pub(crate) async fn accept_loop(
 ) {
     let gauge = shared.metrics.connections(&ep.info.name);
     loop {
-        let permit = tokio::select! {
-            p = ep.limits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-            _ = stop_accepting.cancelled() => return,
-        };
+        // Accept, then wait for a permit: a worker that took a permit before accepting would sit
+        // on it while the kernel queues connections on another worker's socket (SO_REUSEPORT),
+        // which could then not be served below the limit. At most one accepted connection per
+        // worker waits for a permit.
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
@@ -149,6 +152,13 @@ pub(crate) async fn accept_loop(
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
+            },
+            _ = stop_accepting.cancelled() => return,
+        };
+        let permit = tokio::select! {
+            p = ep.limits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
             },
             _ = stop_accepting.cancelled() => return,
         };
@@ -228,8 +238,11 @@ async fn serve_http<IO>(
         .max_concurrent_streams(ep.max_streams.unwrap_or(250))
         .max_header_list_size(ep.max_header_bytes as u32);
     let info = ep.info.clone();
-    let count = std::sync::atomic::AtomicU64::new(0);
+    let requests = Arc::new(AtomicU64::new(0));
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let io_ops = Arc::new(AtomicU64::new(0));
     let max_requests = ep.keep_alive_max_requests;
+    let (count, handlers) = (requests.clone(), in_flight.clone());
     let ip_header =
         http::HeaderValue::from_str(&crate::forwarded::canonical(peer.ip()).to_string())
             .unwrap_or_else(|_| http::HeaderValue::from_static("unknown"));
@@ -237,7 +250,10 @@ async fn serve_http<IO>(
         let ctx = RequestCtx::with_ip_header(peer, ip_header.clone(), info.clone(), tls);
         let n = count.fetch_add(1, Ordering::Relaxed) + 1;
         let shared = shared.clone();
+        handlers.fetch_add(1, Ordering::Relaxed);
+        let handling = InFlight(handlers.clone());
         async move {
+            let _handling = handling;
             let mut resp = crate::handler::handle(shared, req, ctx).await;
             if max_requests > 0 && n >= max_requests {
                 resp.headers_mut().insert(
@@ -248,9 +264,19 @@ async fn serve_http<IO>(
             Ok::<_, std::convert::Infallible>(resp)
         }
     });
-    let io = TokioIo::new(io);
+    let io = TokioIo::new(Activity {
+        io,
+        ops: io_ops.clone(),
+    });
     let conn = builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
+    let watch = watchdog(
+        ep.header_timeout,
+        ep.idle_timeout,
+        &requests,
+        &in_flight,
+        &io_ops,
+    );
     tokio::select! {
         r = conn.as_mut() => {
             if let Err(e) = r {
@@ -259,9 +285,143 @@ async fn serve_http<IO>(
             return;
         }
         _ = drain.cancelled() => {}
+        end = watch => match end {
+            Watch::NoRequest => {
+                tracing::debug!(%peer, "no request within the header read timeout: connection closed");
+                return;
+            }
+            Watch::Idle => tracing::trace!(%peer, "idle timeout: closing the connection"),
+        },
     }
+    // Graceful: a response in progress still completes, then the connection closes.
     conn.as_mut().graceful_shutdown();
     let _ = conn.await;
+}
+
+/// Why [`watchdog`] fired.
+enum Watch {
+    /// No request head arrived within the header read timeout. hyper's own HTTP/1 timer does not
+    /// cover the protocol detection (HTTP/1.1 or h2c preface) nor HTTP/2, so a connection that
+    /// sends nothing (or a slow preface) would otherwise stay open forever.
+    NoRequest,
+    /// No byte in either direction and no request being handled for the idle timeout.
+    Idle,
+}
+
+/// Fires when a connection should be closed for lack of activity.
+async fn watchdog(
+    header_timeout: Duration,
+    idle: Option<Duration>,
+    requests: &AtomicU64,
+    in_flight: &AtomicUsize,
+    io_ops: &AtomicU64,
+) -> Watch {
+    let first_request = async {
+        tokio::time::sleep(header_timeout).await;
+        if requests.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        std::future::pending::<()>().await;
+    };
+    let idle_timeout = async {
+        let Some(idle) = idle else {
+            return std::future::pending::<()>().await;
+        };
+        // Checked a few times per period: the connection closes between `idle` and 1.25 x `idle`
+        // of silence. Before the first request the header read timeout applies instead.
+        let tick = (idle / 4).max(Duration::from_millis(10));
+        let mut last = io_ops.load(Ordering::Relaxed);
+        let mut quiet = Duration::ZERO;
+        loop {
+            tokio::time::sleep(tick).await;
+            let now = io_ops.load(Ordering::Relaxed);
+            if now != last
+                || in_flight.load(Ordering::Relaxed) > 0
+                || requests.load(Ordering::Relaxed) == 0
+            {
+                last = now;
+                quiet = Duration::ZERO;
+                continue;
+            }
+            quiet += tick;
+            if quiet >= idle {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = first_request => Watch::NoRequest,
+        _ = idle_timeout => Watch::Idle,
+    }
+}
+
+/// Counts a request being handled until dropped.
+struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The connection's I/O, counting reads and writes that moved bytes (one relaxed increment each)
+/// so that [`watchdog`] can tell an idle connection.
+struct Activity<IO> {
+    io: IO,
+    ops: Arc<AtomicU64>,
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Activity<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.io).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.ops.fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Activity<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.ops.fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.ops.fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
 }
 
 #[cfg(test)]

@@ -343,10 +343,10 @@ impl LoadBalancer {
                 resp
             }
             Err(e) => {
-                if e == forward::ForwardError::Connect {
+                if e.is_connect() {
                     server.state.eject(PASSIVE_EJECTION);
                     tracing::warn!(service = %name, server = %server.upstream.url,
-                        "upstream refused the connection; ejected for {:?}", PASSIVE_EJECTION);
+                        "upstream could not be reached; ejected for {:?}", PASSIVE_EJECTION);
                 }
                 e.response()
             }

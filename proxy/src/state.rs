@@ -50,6 +50,9 @@ pub struct Shared {
     /// Where the file provider's objects came from (`router:NAME` -> file).
     origins: Mutex<BTreeMap<String, PathBuf>>,
     generation: AtomicU64,
+    /// The port each entrypoint really listens on (differs from the configured one with port 0),
+    /// set once all entrypoints are bound; redirections to an entrypoint use it.
+    pub(crate) bound_ports: std::sync::OnceLock<BTreeMap<String, u16>>,
     me: Weak<Shared>,
 }
 
@@ -87,6 +90,7 @@ impl Shared {
             inputs: Mutex::default(),
             origins: Mutex::default(),
             generation: AtomicU64::new(0),
+            bound_ports: std::sync::OnceLock::new(),
             me: me.clone(),
         });
         let first = Snapshot::empty(&shared)?;
@@ -126,15 +130,26 @@ impl Shared {
                 if let (Some(prev), Ok(mut g)) = (previous_origins, self.origins.lock()) {
                     *g = prev;
                 }
-                self.metrics
-                    .config_reload_failures
-                    .fetch_add(1, Ordering::Relaxed);
-                self.metrics
-                    .config_last_reload_failure
-                    .store(unix_now(), Ordering::Relaxed);
+                self.count_reload_failure();
                 Err(e)
             }
         }
+    }
+
+    /// Counts a reload that failed before it could be compiled (a file that does not parse), so
+    /// `gantry_config_reloads_failure_total` covers every rejected reload, not only compile errors.
+    pub fn reload_failed_to_load(&self) {
+        self.metrics.config_reloads.fetch_add(1, Ordering::Relaxed);
+        self.count_reload_failure();
+    }
+
+    fn count_reload_failure(&self) {
+        self.metrics
+            .config_reload_failures
+            .fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .config_last_reload_failure
+            .store(unix_now(), Ordering::Relaxed);
     }
 
     /// ` (in FILE)` for objects of the file provider, for error messages.
@@ -214,9 +229,20 @@ impl Shared {
         v.push(Arc::new(Service::from_fn(
             "api@internal",
             move |req, _ctx| {
-                let resp = match me.upgrade() {
-                    Some(s) => s.api(req.uri().path()),
-                    None => text_response(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
+                let resp = if req.method() != http::Method::GET
+                    && req.method() != http::Method::HEAD
+                {
+                    // Read-only: nothing can be changed through the API.
+                    let mut r =
+                        text_response(StatusCode::METHOD_NOT_ALLOWED, "405 Method Not Allowed\n");
+                    r.headers_mut()
+                        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+                    r
+                } else {
+                    match me.upgrade() {
+                        Some(s) => s.api(req.uri().path()),
+                        None => text_response(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
+                    }
                 };
                 async move { resp }
             },
@@ -321,20 +347,28 @@ impl Shared {
             else {
                 continue;
             };
-            let port = if let Some(p) = r.to.strip_prefix(':') {
-                p.parse::<u16>().ok()
+            let (port, target) = if let Some(p) = r.to.strip_prefix(':') {
+                (p.parse::<u16>().ok(), None)
             } else {
-                sc.entry_points
+                let configured = sc
+                    .entry_points
                     .get(&r.to)
                     .and_then(|t| crate::server::parse_address(&t.address).ok())
-                    .map(|a| a.port())
+                    .map(|a| a.port());
+                (configured, Some(r.to.clone()))
             };
             let scheme = r.scheme.clone();
             let permanent = r.permanent;
+            let me = self.me.clone();
             let svc = Arc::new(Service::from_fn(
                 &format!("{name}-to-{}@internal", r.to),
                 move |req, _ctx| {
-                    let resp = redirect(&req, &scheme, port, permanent);
+                    // An entrypoint target: the port it is bound to (configured `:0` picks one).
+                    let bound = target.as_ref().and_then(|t| {
+                        me.upgrade()
+                            .and_then(|s| s.bound_ports.get().and_then(|m| m.get(t).copied()))
+                    });
+                    let resp = redirect(&req, &scheme, bound.or(port), permanent);
                     async move { resp }
                 },
             ));

@@ -72,9 +72,15 @@ pub fn load_pem(chain_pem: &[u8], key_pem: &[u8]) -> Result<LoadedCert, CertErro
     let signing = any_supported_type(&key)
         .map_err(|e| CertError::Invalid(format!("unsupported private key: {e}")))?;
     let certified = CertifiedKey::new(chain, signing);
-    certified
-        .keys_match()
-        .map_err(|_| CertError::Invalid("the private key does not match the certificate".into()))?;
+    certified.keys_match().map_err(|e| match e {
+        rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
+            CertError::Invalid("the private key does not match the certificate".into())
+        }
+        // webpki could not read the certificate (an unknown critical extension, for example).
+        other => CertError::Invalid(format!(
+            "the certificate cannot be checked against its key: {other}"
+        )),
+    })?;
     let (names, not_after, subject) = describe(&certified.cert[0])?;
     Ok(LoadedCert {
         key: Arc::new(certified),

@@ -190,8 +190,9 @@ pub struct ServersTransport {
     pub max_idle_conns_per_host: Option<usize>,
     #[serde(default)]
     pub forwarding_timeouts: ForwardingTimeouts,
-    #[serde(default)]
+    #[serde(default, rename = "disableHTTP2")]
     pub disable_http2: bool,
+    #[serde(rename = "peerCertURI")]
     pub peer_cert_uri: Option<Unsupported>,
     pub certificates: Option<Unsupported>,
     pub spiffe: Option<Unsupported>,
@@ -278,6 +279,7 @@ struct MiddlewareConfigRaw {
     forward_auth: Option<Unsupported>,
     errors: Option<Unsupported>,
     circuit_breaker: Option<Unsupported>,
+    #[serde(rename = "passTLSClientCert")]
     pass_tls_client_cert: Option<Unsupported>,
     content_type: Option<Unsupported>,
     grpc_web: Option<Unsupported>,

@@ -260,6 +260,7 @@ pub struct Providers {
     pub docker: Option<Unsupported>,
     pub swarm: Option<Unsupported>,
     pub kubernetes_ingress: Option<Unsupported>,
+    #[serde(rename = "kubernetesCRD")]
     pub kubernetes_crd: Option<Unsupported>,
     pub kubernetes_gateway: Option<Unsupported>,
     pub consul: Option<Unsupported>,
@@ -332,6 +333,7 @@ pub struct MetricsConfig {
     pub add_internals: Option<bool>,
     pub datadog: Option<Unsupported>,
     pub statsd: Option<Unsupported>,
+    #[serde(rename = "influxDB2")]
     pub influx_db2: Option<Unsupported>,
     pub otlp: Option<Unsupported>,
 }
