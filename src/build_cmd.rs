@@ -122,8 +122,10 @@ pub(crate) fn run(args: BuildArgs) -> anyhow::Result<()> {
         println!("  {:>10}  {}", human(*size), path.display());
     }
     println!(
-        "\nTry it: qemu-system-x86_64 -machine q35 -m 2048 -smp 2 -bios /usr/share/ovmf/OVMF.fd \
-         -drive file={},if=virtio -nic user,hostfwd=tcp:127.0.0.1:8443-:443 -nographic",
+        "\nTry it (changes are discarded; image/README.md has the full command): \
+         qemu-system-x86_64 -machine q35 -cpu max -m 2048 -smp 2 -bios /usr/share/ovmf/OVMF.fd \
+         -snapshot -drive file={},if=virtio \
+         -nic user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:8443-:443 -nographic",
         report
             .files
             .iter()
