@@ -1,1 +1,11 @@
-fn main() {}
+//! `gantry`: the appliance's one binary. Subcommands stay thin; the work is in the crates.
+
+mod cli;
+
+use clap::Parser;
+
+fn main() -> anyhow::Result<()> {
+    let cli = cli::Cli::parse();
+    cli::init_tracing(cli.log_format);
+    cli.run()
+}

@@ -1,0 +1,177 @@
+//! The per-request path: ACME HTTP-01 answers, routing on the current snapshot, the router's
+//! middlewares and service, then metrics and the access log.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use http::{StatusCode, header};
+
+use crate::accesslog::{self, Entry};
+use crate::body::{Body, Request, Response, text_response};
+use crate::context::RequestCtx;
+use crate::metrics::Labels;
+use crate::middleware::Next;
+use crate::rule::RouteInput;
+use crate::state::Shared;
+
+const ACME_PREFIX: &str = "/.well-known/acme-challenge/";
+
+/// Handles one request that arrived on an entrypoint.
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    req: hyper::Request<hyper::body::Incoming>,
+    mut ctx: RequestCtx,
+) -> Response {
+    let req: Request = req.map(Body::from);
+    let method = req.method().clone();
+    let version = req.version();
+    let wall_start = SystemTime::now();
+    let path_for_log = shared.access_log.as_ref().map(|_| {
+        req.uri()
+            .path_and_query()
+            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned())
+    });
+    let req_size = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let (resp, log, metrics) = route(&shared, req, &mut ctx).await;
+
+    let status = resp.status().as_u16();
+    let took = ctx.start.elapsed();
+    let protocol = if crate::forward::is_websocket_response(&resp) {
+        "websocket"
+    } else if ctx.tls {
+        "https"
+    } else {
+        "http"
+    };
+    let labels = Labels {
+        code: status,
+        method: method.clone(),
+        protocol,
+    };
+    if let Some(m) = shared.metrics.entrypoint(&ctx.entrypoint.name) {
+        m.record(&labels, took);
+    }
+    if metrics {
+        if let (Some(r), Some(s)) = (&ctx.router, &ctx.service)
+            && let Some(m) = shared.metrics.router(r, s)
+        {
+            m.record(&labels, took);
+        }
+        if let Some(s) = &ctx.service
+            && let Some(m) = shared.metrics.service(s)
+        {
+            m.record(&labels, took);
+        }
+    }
+    if log && let Some(al) = &shared.access_log {
+        let body_len = http_body::Body::size_hint(resp.body()).exact().unwrap_or(0);
+        let client = ctx.client_addr;
+        let origin = ctx.origin_duration.map(|d| d.as_nanos());
+        let entry = Entry {
+            start_utc: accesslog::rfc3339(wall_start),
+            duration: took.as_nanos(),
+            router_name: ctx.router.as_deref().unwrap_or(""),
+            service_name: ctx.service.as_deref().unwrap_or(""),
+            service_addr: ctx.service_addr.as_deref().unwrap_or(""),
+            entry_point_name: &ctx.entrypoint.name,
+            client_addr: client.to_string(),
+            client_host: crate::forwarded::canonical(client.ip()).to_string(),
+            client_port: client.port().to_string(),
+            request_method: method.as_str(),
+            request_path: path_for_log.as_deref().unwrap_or("/"),
+            request_protocol: version_str(version),
+            request_host: ctx.request_host.as_deref().unwrap_or(""),
+            request_scheme: ctx.scheme(),
+            request_content_size: req_size,
+            downstream_status: status,
+            downstream_content_size: body_len,
+            origin_status: ctx.origin_status,
+            origin_duration: origin,
+            origin_content_size: ctx.origin_content_size,
+            retry_attempts: ctx.retry_attempts,
+            overhead: took.as_nanos().saturating_sub(origin.unwrap_or(0)),
+            tls_version: ctx.tls.then_some("1.3"),
+            level: "info",
+            msg: "",
+            time: accesslog::rfc3339(SystemTime::now()),
+        };
+        al.log(&entry);
+    }
+    resp
+}
+
+fn version_str(v: http::Version) -> &'static str {
+    match v {
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_11 => "HTTP/1.1",
+        http::Version::HTTP_2 => "HTTP/2.0",
+        http::Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/0.9",
+    }
+}
+
+/// Returns the response and whether to log and meter it.
+async fn route(shared: &Shared, req: Request, ctx: &mut RequestCtx) -> (Response, bool, bool) {
+    // HTTP-01 challenges come first, ahead of routers and redirects.
+    if !ctx.tls
+        && let Some(token) = req.uri().path().strip_prefix(ACME_PREFIX)
+        && let Some(answer) = shared.acme.get(token)
+    {
+        let mut r = http::Response::new(Body::full(answer));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/octet-stream"),
+        );
+        return (r, true, false);
+    }
+    let snapshot = shared.snapshot.load_full();
+    let Some(table) = snapshot.tables.get(&*ctx.entrypoint.name) else {
+        return (not_found(), true, false);
+    };
+    let host_full = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
+        .unwrap_or("");
+    let (host, _) = crate::forwarded::split_port(host_full);
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let router = {
+        let input = RouteInput {
+            host,
+            path: req.uri().path(),
+            query: req.uri().query(),
+            method: req.method(),
+            headers: req.headers(),
+            client_ip: ctx.client_addr.ip(),
+        };
+        table.find(&input, ctx.tls).cloned()
+    };
+    if shared.access_log.is_some() {
+        ctx.request_host = Some(host.into());
+    }
+    let Some(router) = router else {
+        return (not_found(), true, false);
+    };
+    ctx.router = Some(router.name.clone());
+    let resp = Next::new(&router.middlewares, &router.service)
+        .run(req, ctx)
+        .await;
+    (resp, router.access_log, router.metrics)
+}
+
+fn not_found() -> Response {
+    text_response(StatusCode::NOT_FOUND, "404 page not found\n")
+}

@@ -1,0 +1,384 @@
+//! Prometheus metrics, named like Traefik's with a `gantry_` prefix.
+//!
+//! Per-request recording is a few relaxed atomic increments on series found under a read lock;
+//! a series is created (write lock) only the first time a label combination is seen.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// Traefik's default histogram buckets (seconds).
+pub const DEFAULT_BUCKETS: [f64; 4] = [0.1, 0.3, 1.2, 5.0];
+
+/// Labels of one request series.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Labels {
+    pub code: u16,
+    pub method: http::Method,
+    pub protocol: &'static str,
+}
+
+#[derive(Debug)]
+struct Series {
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+    buckets: Vec<AtomicU64>,
+}
+
+impl Series {
+    fn new(n: usize) -> Self {
+        Series {
+            count: AtomicU64::new(0),
+            sum_micros: AtomicU64::new(0),
+            buckets: (0..n).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+/// Requests of one entrypoint, router or service.
+#[derive(Debug)]
+pub struct RequestMetrics {
+    buckets: Arc<[f64]>,
+    series: RwLock<BTreeMap<Labels, Arc<Series>>>,
+}
+
+impl RequestMetrics {
+    fn new(buckets: Arc<[f64]>) -> Self {
+        RequestMetrics {
+            buckets,
+            series: RwLock::new(BTreeMap::new()),
+        }
+    }
+
+    pub fn record(&self, labels: &Labels, took: Duration) {
+        let existing = self.series.read().ok().and_then(|m| m.get(labels).cloned());
+        let series = match existing {
+            Some(s) => s,
+            None => match self.series.write() {
+                Ok(mut m) => m
+                    .entry(labels.clone())
+                    .or_insert_with(|| Arc::new(Series::new(self.buckets.len())))
+                    .clone(),
+                Err(_) => return,
+            },
+        };
+        series.count.fetch_add(1, Ordering::Relaxed);
+        series
+            .sum_micros
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        let secs = took.as_secs_f64();
+        for (i, b) in self.buckets.iter().enumerate() {
+            if secs <= *b {
+                series.buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Total requests recorded (all labels).
+    pub fn total(&self) -> u64 {
+        self.series
+            .read()
+            .map(|m| m.values().map(|s| s.count.load(Ordering::Relaxed)).sum())
+            .unwrap_or(0)
+    }
+}
+
+/// The process's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    buckets: Arc<[f64]>,
+    entrypoints: RwLock<BTreeMap<String, Arc<RequestMetrics>>>,
+    routers: RwLock<BTreeMap<(String, String), Arc<RequestMetrics>>>,
+    services: RwLock<BTreeMap<String, Arc<RequestMetrics>>>,
+    open_connections: RwLock<BTreeMap<String, Arc<AtomicI64>>>,
+    pub config_reloads: AtomicU64,
+    pub config_reload_failures: AtomicU64,
+    /// Unix seconds of the last successful reload.
+    pub config_last_reload_success: AtomicU64,
+    pub config_last_reload_failure: AtomicU64,
+    pub access_log_dropped: AtomicU64,
+}
+
+impl Metrics {
+    pub fn new(buckets: Option<Vec<f64>>) -> Self {
+        let buckets: Arc<[f64]> = match buckets {
+            Some(b) if !b.is_empty() => b.into(),
+            _ => DEFAULT_BUCKETS.to_vec().into(),
+        };
+        Metrics {
+            buckets,
+            entrypoints: RwLock::default(),
+            routers: RwLock::default(),
+            services: RwLock::default(),
+            open_connections: RwLock::default(),
+            config_reloads: AtomicU64::new(0),
+            config_reload_failures: AtomicU64::new(0),
+            config_last_reload_success: AtomicU64::new(0),
+            config_last_reload_failure: AtomicU64::new(0),
+            access_log_dropped: AtomicU64::new(0),
+        }
+    }
+
+    fn get<K: Ord + Clone>(
+        &self,
+        map: &RwLock<BTreeMap<K, Arc<RequestMetrics>>>,
+        key: &K,
+    ) -> Option<Arc<RequestMetrics>> {
+        if let Some(m) = map.read().ok()?.get(key) {
+            return Some(m.clone());
+        }
+        let mut w = map.write().ok()?;
+        Some(
+            w.entry(key.clone())
+                .or_insert_with(|| Arc::new(RequestMetrics::new(self.buckets.clone())))
+                .clone(),
+        )
+    }
+
+    pub fn entrypoint(&self, name: &str) -> Option<Arc<RequestMetrics>> {
+        self.get(&self.entrypoints, &name.to_owned())
+    }
+    pub fn router(&self, router: &str, service: &str) -> Option<Arc<RequestMetrics>> {
+        self.get(&self.routers, &(router.to_owned(), service.to_owned()))
+    }
+    pub fn service(&self, name: &str) -> Option<Arc<RequestMetrics>> {
+        self.get(&self.services, &name.to_owned())
+    }
+
+    /// The open-connections gauge of an entrypoint.
+    pub fn connections(&self, entrypoint: &str) -> Arc<AtomicI64> {
+        if let Some(g) = self
+            .open_connections
+            .read()
+            .ok()
+            .and_then(|m| m.get(entrypoint).cloned())
+        {
+            return g;
+        }
+        match self.open_connections.write() {
+            Ok(mut m) => m.entry(entrypoint.to_owned()).or_default().clone(),
+            Err(_) => Arc::default(),
+        }
+    }
+
+    /// Renders the Prometheus text format. `extra` adds gauges computed at scrape time.
+    pub fn render(&self, extra: &Extra<'_>) -> String {
+        let mut out = String::with_capacity(4096);
+        let esc = |s: &str| {
+            s.replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n")
+        };
+        let _ = writeln!(
+            out,
+            "# HELP gantry_config_reloads_total Config reloads.\n# TYPE gantry_config_reloads_total counter"
+        );
+        let _ = writeln!(
+            out,
+            "gantry_config_reloads_total {}",
+            self.config_reloads.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP gantry_config_reloads_failure_total Config reload failures.\n# TYPE gantry_config_reloads_failure_total counter"
+        );
+        let _ = writeln!(
+            out,
+            "gantry_config_reloads_failure_total {}",
+            self.config_reload_failures.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP gantry_config_last_reload_success Last config reload success (unix seconds).\n# TYPE gantry_config_last_reload_success gauge"
+        );
+        let _ = writeln!(
+            out,
+            "gantry_config_last_reload_success {}",
+            self.config_last_reload_success.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP gantry_config_last_reload_failure Last config reload failure (unix seconds).\n# TYPE gantry_config_last_reload_failure gauge"
+        );
+        let _ = writeln!(
+            out,
+            "gantry_config_last_reload_failure {}",
+            self.config_last_reload_failure.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP gantry_open_connections Open connections per entrypoint.\n# TYPE gantry_open_connections gauge"
+        );
+        if let Ok(m) = self.open_connections.read() {
+            for (ep, g) in m.iter() {
+                let _ = writeln!(
+                    out,
+                    "gantry_open_connections{{entrypoint=\"{}\",protocol=\"TCP\"}} {}",
+                    esc(ep),
+                    g.load(Ordering::Relaxed)
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP gantry_websocket_open Open WebSocket tunnels.\n# TYPE gantry_websocket_open gauge"
+        );
+        let _ = writeln!(out, "gantry_websocket_open {}", extra.websockets);
+        let _ = writeln!(
+            out,
+            "# HELP gantry_accesslog_dropped_total Access log lines dropped because the writer fell behind.\n# TYPE gantry_accesslog_dropped_total counter"
+        );
+        let _ = writeln!(
+            out,
+            "gantry_accesslog_dropped_total {}",
+            self.access_log_dropped.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP gantry_tls_certs_not_after Certificate expiry (unix seconds).\n# TYPE gantry_tls_certs_not_after gauge"
+        );
+        for (cn, sans, not_after) in &extra.certs {
+            let _ = writeln!(
+                out,
+                "gantry_tls_certs_not_after{{cn=\"{}\",sans=\"{}\"}} {}",
+                esc(cn),
+                esc(sans),
+                not_after
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP gantry_service_server_up Server health (1 up, 0 down).\n# TYPE gantry_service_server_up gauge"
+        );
+        for (svc, url, up) in &extra.servers {
+            let _ = writeln!(
+                out,
+                "gantry_service_server_up{{service=\"{}\",url=\"{}\"}} {}",
+                esc(svc),
+                esc(url),
+                u8::from(*up)
+            );
+        }
+        let mut families = Vec::new();
+        if let Ok(m) = self.entrypoints.read() {
+            families.push((
+                "entrypoint",
+                m.iter()
+                    .map(|(k, v)| (format!("entrypoint=\"{}\"", esc(k)), v.clone()))
+                    .collect::<Vec<_>>(),
+            ));
+        }
+        if let Ok(m) = self.routers.read() {
+            families.push((
+                "router",
+                m.iter()
+                    .map(|((r, s), v)| {
+                        (
+                            format!("router=\"{}\",service=\"{}\"", esc(r), esc(s)),
+                            v.clone(),
+                        )
+                    })
+                    .collect(),
+            ));
+        }
+        if let Ok(m) = self.services.read() {
+            families.push((
+                "service",
+                m.iter()
+                    .map(|(k, v)| (format!("service=\"{}\"", esc(k)), v.clone()))
+                    .collect(),
+            ));
+        }
+        for (family, list) in families {
+            let _ = writeln!(
+                out,
+                "# HELP gantry_{family}_requests_total Requests per {family}.\n# TYPE gantry_{family}_requests_total counter"
+            );
+            for (lbl, m) in &list {
+                if let Ok(series) = m.series.read() {
+                    for (l, s) in series.iter() {
+                        let _ = writeln!(
+                            out,
+                            "gantry_{family}_requests_total{{code=\"{}\",method=\"{}\",protocol=\"{}\",{lbl}}} {}",
+                            l.code,
+                            l.method,
+                            l.protocol,
+                            s.count.load(Ordering::Relaxed)
+                        );
+                    }
+                }
+            }
+            let _ = writeln!(
+                out,
+                "# HELP gantry_{family}_request_duration_seconds Request durations per {family}.\n# TYPE gantry_{family}_request_duration_seconds histogram"
+            );
+            for (lbl, m) in &list {
+                if let Ok(series) = m.series.read() {
+                    for (l, s) in series.iter() {
+                        let base = format!(
+                            "code=\"{}\",method=\"{}\",protocol=\"{}\",{lbl}",
+                            l.code, l.method, l.protocol
+                        );
+                        for (i, b) in m.buckets.iter().enumerate() {
+                            let _ = writeln!(
+                                out,
+                                "gantry_{family}_request_duration_seconds_bucket{{{base},le=\"{b}\"}} {}",
+                                s.buckets[i].load(Ordering::Relaxed)
+                            );
+                        }
+                        let count = s.count.load(Ordering::Relaxed);
+                        let _ = writeln!(
+                            out,
+                            "gantry_{family}_request_duration_seconds_bucket{{{base},le=\"+Inf\"}} {count}"
+                        );
+                        let _ = writeln!(
+                            out,
+                            "gantry_{family}_request_duration_seconds_sum{{{base}}} {}",
+                            s.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+                        );
+                        let _ = writeln!(
+                            out,
+                            "gantry_{family}_request_duration_seconds_count{{{base}}} {count}"
+                        );
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Gauges computed at scrape time.
+#[derive(Debug, Default)]
+pub struct Extra<'a> {
+    pub websockets: usize,
+    /// (common name, SANs joined by comma, not-after unix seconds)
+    pub certs: Vec<(String, String, i64)>,
+    /// (service, url, up)
+    pub servers: Vec<(&'a str, &'a str, bool)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_and_counter_render() {
+        let m = Metrics::new(None);
+        let r = m.router("web@file", "app@file").unwrap();
+        let l = Labels {
+            code: 200,
+            method: http::Method::GET,
+            protocol: "http",
+        };
+        r.record(&l, Duration::from_millis(50));
+        r.record(&l, Duration::from_millis(500));
+        let text = m.render(&Extra::default());
+        assert!(text.contains("gantry_router_requests_total{code=\"200\",method=\"GET\",protocol=\"http\",router=\"web@file\",service=\"app@file\"} 2"), "{text}");
+        assert!(text.contains("le=\"0.1\"} 1"), "{text}");
+        assert!(text.contains("le=\"1.2\"} 2"), "{text}");
+        assert_eq!(r.total(), 2);
+    }
+}

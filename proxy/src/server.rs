@@ -1,0 +1,289 @@
+//! Entrypoints: listening sockets, one single-threaded runtime per worker thread (each with its own
+//! `SO_REUSEPORT` socket per entrypoint, so connections spread across cores without a shared accept
+//! queue), TLS handshakes, HTTP/1.1 and HTTP/2 connections, connection limits and graceful drain.
+
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::static_config::EntryPoint;
+use crate::context::{EntryPointInfo, RequestCtx};
+use crate::state::Shared;
+use crate::tls::{self, ACME_TLS_ALPN};
+
+/// Parses a Traefik entrypoint address: `:80`, `0.0.0.0:443`, `[::]:8080`, optionally with `/tcp`.
+pub fn parse_address(addr: &str) -> Result<SocketAddr, String> {
+    let a = addr.trim();
+    let a = match a.rsplit_once('/') {
+        Some((a, "tcp")) => a,
+        Some((_, "udp")) => return Err(format!("`{addr}`: UDP entrypoints are not supported")),
+        Some((_, p)) => return Err(format!("`{addr}`: unknown protocol `{p}`")),
+        None => a,
+    };
+    if let Some(port) = a.strip_prefix(':') {
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("`{addr}`: `{port}` is not a port number"))?;
+        return Ok(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port));
+    }
+    a.parse()
+        .map_err(|_| format!("`{addr}` is not an address such as `:80` or `127.0.0.1:8080`"))
+}
+
+/// Per-entrypoint settings used by every connection.
+#[derive(Debug)]
+pub(crate) struct EntryPointRuntime {
+    pub info: Arc<EntryPointInfo>,
+    pub tls_options: String,
+    pub limits: Arc<Semaphore>,
+    pub header_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub idle_timeout: Option<Duration>,
+    pub max_streams: Option<u32>,
+    pub keep_alive_max_requests: u64,
+}
+
+impl EntryPointRuntime {
+    pub(crate) fn new(
+        name: &str,
+        ep: &EntryPoint,
+        port: u16,
+        shared: &Shared,
+    ) -> Result<Self, String> {
+        let trusted = crate::forwarded::TrustedIps::parse(
+            ep.forwarded_headers.insecure,
+            &ep.forwarded_headers.trusted_ips,
+        )
+        .map_err(|e| format!("entryPoints.{name}.forwardedHeaders.trustedIPs: {e}"))?;
+        Ok(EntryPointRuntime {
+            info: Arc::new(EntryPointInfo {
+                name: name.into(),
+                tls: ep.http.tls.is_some(),
+                port,
+                trusted,
+                tunnels: shared.tunnels.clone(),
+                websocket_idle_timeout: ep
+                    .gantry
+                    .websocket_idle_timeout
+                    .non_zero()
+                    .unwrap_or(Duration::from_secs(600)),
+            }),
+            tls_options: ep
+                .http
+                .tls
+                .as_ref()
+                .and_then(|t| t.options.clone())
+                .unwrap_or_else(|| "default".into()),
+            limits: Arc::new(Semaphore::new(ep.gantry.max_connections.max(1))),
+            header_timeout: ep
+                .gantry
+                .header_read_timeout
+                .non_zero()
+                .unwrap_or(Duration::from_secs(10)),
+            max_header_bytes: ep
+                .http
+                .max_header_bytes
+                .unwrap_or(ep.gantry.max_header_bytes)
+                .max(8192),
+            idle_timeout: ep.transport.responding_timeouts.idle_timeout.non_zero(),
+            max_streams: ep.http2.as_ref().and_then(|h| h.max_concurrent_streams),
+            keep_alive_max_requests: ep.transport.keep_alive_max_requests,
+        })
+    }
+}
+
+/// Binds `addr` with `SO_REUSEPORT` so every worker can have its own socket on the same port.
+pub(crate) fn bind_reuseport(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let domain = if addr.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
+    let sock = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        // `:80` means every address, IPv4 included.
+        let _ = sock.set_only_v6(false);
+    }
+    sock.set_reuse_address(true)?;
+    sock.set_reuse_port(true)?;
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(4096)?;
+    Ok(sock.into())
+}
+
+/// Accepts connections until `stop_accepting` fires.
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    ep: Arc<EntryPointRuntime>,
+    shared: Arc<Shared>,
+    stop_accepting: CancellationToken,
+    drain: CancellationToken,
+    conns: TaskTracker,
+) {
+    let gauge = shared.metrics.connections(&ep.info.name);
+    loop {
+        let permit = tokio::select! {
+            p = ep.limits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            _ = stop_accepting.cancelled() => return,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(entrypoint = %ep.info.name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop_accepting.cancelled() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let ep = ep.clone();
+        let shared = shared.clone();
+        let drain = drain.clone();
+        let gauge = gauge.clone();
+        conns.spawn(async move {
+            gauge.fetch_add(1, Ordering::Relaxed);
+            serve_connection(stream, peer, ep, shared, drain).await;
+            gauge.fetch_sub(1, Ordering::Relaxed);
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    ep: Arc<EntryPointRuntime>,
+    shared: Arc<Shared>,
+    drain: CancellationToken,
+) {
+    if !ep.info.tls {
+        serve_http(stream, peer, false, ep, shared, drain).await;
+        return;
+    }
+    let handshake = async {
+        let acceptor =
+            tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream);
+        let start = acceptor.await.ok()?;
+        let hello = start.client_hello();
+        let sni = hello.server_name().map(str::to_owned);
+        let acme = hello
+            .alpn()
+            .is_some_and(|mut a| a.any(|p| p == ACME_TLS_ALPN));
+        if acme {
+            let cert = shared.certs.acme_alpn_cert(sni.as_deref()?)?;
+            let cfg = tls::acme_server_config(cert).ok()?;
+            // The validation handshake is all the CA needs; the connection then ends.
+            let _ = start.into_stream(cfg).await;
+            return None;
+        }
+        let cfg = shared
+            .snapshot
+            .load()
+            .tls_config(&ep.tls_options, sni.as_deref())?;
+        start.into_stream(cfg).await.ok()
+    };
+    let Ok(Some(tls_stream)) = tokio::time::timeout(ep.header_timeout, handshake).await else {
+        return;
+    };
+    serve_http(tls_stream, peer, true, ep, shared, drain).await;
+}
+
+async fn serve_http<IO>(
+    io: IO,
+    peer: SocketAddr,
+    tls: bool,
+    ep: Arc<EntryPointRuntime>,
+    shared: Arc<Shared>,
+    drain: CancellationToken,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(ep.header_timeout)
+        .max_buf_size(ep.max_header_bytes)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(ep.max_streams.unwrap_or(250))
+        .max_header_list_size(ep.max_header_bytes as u32);
+    if tls {
+        // h2 is negotiated with ALPN; without it the client speaks HTTP/1.1.
+    }
+    let info = ep.info.clone();
+    let count = std::sync::atomic::AtomicU64::new(0);
+    let max_requests = ep.keep_alive_max_requests;
+    let svc = service_fn(move |req| {
+        let ctx = RequestCtx::new(peer, info.clone(), tls);
+        let n = count.fetch_add(1, Ordering::Relaxed) + 1;
+        let shared = shared.clone();
+        async move {
+            let mut resp = crate::handler::handle(shared, req, ctx).await;
+            if max_requests > 0 && n >= max_requests {
+                resp.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+            }
+            Ok::<_, std::convert::Infallible>(resp)
+        }
+    });
+    let io = TokioIo::new(io);
+    let conn = builder.serve_connection_with_upgrades(io, svc);
+    tokio::pin!(conn);
+    let idle = ep.idle_timeout;
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::trace!(error = %e, "connection ended with an error");
+            }
+            return;
+        }
+        _ = drain.cancelled() => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    let _ = idle;
+    let _ = conn.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        assert_eq!(parse_address(":80").unwrap().port(), 80);
+        assert_eq!(
+            parse_address("127.0.0.1:0/tcp").unwrap(),
+            "127.0.0.1:0".parse().unwrap()
+        );
+        assert_eq!(
+            parse_address("[::1]:443").unwrap(),
+            "[::1]:443".parse().unwrap()
+        );
+        assert!(parse_address(":http").unwrap_err().contains("port number"));
+        assert!(parse_address(":53/udp").unwrap_err().contains("UDP"));
+        assert!(parse_address("localhost").is_err());
+    }
+}
