@@ -94,7 +94,9 @@ fn query_u64(req: &Request<Incoming>, name: &str) -> Option<u64> {
 
 fn ws_config() -> WebSocketConfig {
     // Small buffers: the upstream holds as many idle sockets as the proxy does.
-    WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0)
+    WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
 }
 
 async fn echo<S>(mut ws: WebSocketStream<S>)
@@ -133,8 +135,14 @@ fn upgrade(req: Request<Incoming>) -> Response<Out> {
     });
     let mut resp = text(StatusCode::SWITCHING_PROTOCOLS, Bytes::new());
     let h = resp.headers_mut();
-    h.insert(UPGRADE, hyper::header::HeaderValue::from_static("websocket"));
-    h.insert(CONNECTION, hyper::header::HeaderValue::from_static("Upgrade"));
+    h.insert(
+        UPGRADE,
+        hyper::header::HeaderValue::from_static("websocket"),
+    );
+    h.insert(
+        CONNECTION,
+        hyper::header::HeaderValue::from_static("Upgrade"),
+    );
     if let Ok(v) = accept.parse() {
         h.insert(SEC_WEBSOCKET_ACCEPT, v);
     }
@@ -151,7 +159,10 @@ async fn upload(req: Request<Incoming>) -> Response<Out> {
         match frame {
             None => break,
             Some(Err(e)) => {
-                return text(StatusCode::BAD_REQUEST, format!("body error after {received} bytes: {e}\n"));
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    format!("body error after {received} bytes: {e}\n"),
+                );
             }
             Some(Ok(f)) => {
                 if let Ok(data) = f.into_data() {
@@ -181,7 +192,8 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Out>, Infallible> {
         return Ok(upgrade(req));
     }
     let path = req.uri().path();
-    if path.starts_with("/upload") && (req.method() == Method::POST || req.method() == Method::PUT) {
+    if path.starts_with("/upload") && (req.method() == Method::POST || req.method() == Method::PUT)
+    {
         return Ok(upload(req).await);
     }
     if path.starts_with("/download") {
@@ -192,7 +204,9 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Out>, Infallible> {
 }
 
 async fn serve(addr: SocketAddr) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(addr).await.with_context(|| format!("bind {addr}"))?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("bind {addr}"))?;
     eprintln!("ws-echo listening on {addr}");
     loop {
         let stream = match listener.accept().await {

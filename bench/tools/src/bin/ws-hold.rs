@@ -55,7 +55,9 @@ async fn echo_once(ws: &mut Ws, payload: String) -> anyhow::Result<()> {
 }
 
 async fn open(url: &str, i: usize, tmo: Duration) -> anyhow::Result<Ws> {
-    let cfg = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
+    let cfg = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0);
     let (mut ws, _resp) = timeout(tmo, connect_async_with_config(url, Some(cfg), true))
         .await
         .context("handshake timed out")??;
@@ -140,7 +142,14 @@ async fn run(o: Opts) -> anyhow::Result<()> {
     let mut set = JoinSet::new();
     let start = Instant::now();
     for i in 0..o.count {
-        set.spawn(conn(i, url.clone(), o.timeout, sem.clone(), open_tx.clone(), check_rx.clone()));
+        set.spawn(conn(
+            i,
+            url.clone(),
+            o.timeout,
+            sem.clone(),
+            open_tx.clone(),
+            check_rx.clone(),
+        ));
     }
     drop(open_tx);
 
@@ -180,7 +189,8 @@ async fn run(o: Opts) -> anyhow::Result<()> {
 
     // Phase 3: every connection echoes once more.
     let _ = check_tx.send(true);
-    let (mut echoed, mut dropped, mut check_failed, mut open_failed) = (0usize, 0usize, 0usize, 0usize);
+    let (mut echoed, mut dropped, mut check_failed, mut open_failed) =
+        (0usize, 0usize, 0usize, 0usize);
     let deadline = Instant::now() + o.timeout + Duration::from_secs(30);
     loop {
         match tokio::time::timeout_at(deadline.into(), set.join_next()).await {
@@ -227,6 +237,8 @@ fn json_str(s: Option<&str>) -> String {
 
 fn main() -> anyhow::Result<()> {
     let o = parse()?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(run(o))
 }
