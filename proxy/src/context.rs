@@ -16,6 +16,8 @@ pub struct EntryPointInfo {
     /// Open WebSocket tunnels (process-wide), closed with 1001 at shutdown.
     pub tunnels: Arc<crate::websocket::Tunnels>,
     pub websocket_idle_timeout: Duration,
+    /// X-Forwarded-Port when the Host header names no port.
+    pub port_header: http::HeaderValue,
 }
 
 /// Mutable per-request state, filled in as the request moves through routing, middlewares and the
@@ -23,6 +25,8 @@ pub struct EntryPointInfo {
 #[derive(Debug)]
 pub struct RequestCtx {
     pub client_addr: SocketAddr,
+    /// The client's IP as a header value (X-Forwarded-For, X-Real-Ip), formatted once per connection.
+    pub client_ip_header: http::HeaderValue,
     pub entrypoint: Arc<EntryPointInfo>,
     /// The connection is TLS.
     pub tls: bool,
@@ -43,8 +47,22 @@ pub struct RequestCtx {
 
 impl RequestCtx {
     pub fn new(client_addr: SocketAddr, entrypoint: Arc<EntryPointInfo>, tls: bool) -> Self {
+        let ip = crate::forwarded::canonical(client_addr.ip()).to_string();
+        let header = http::HeaderValue::from_str(&ip)
+            .unwrap_or_else(|_| http::HeaderValue::from_static("unknown"));
+        Self::with_ip_header(client_addr, header, entrypoint, tls)
+    }
+
+    /// As [`RequestCtx::new`], reusing the connection's formatted client IP.
+    pub fn with_ip_header(
+        client_addr: SocketAddr,
+        client_ip_header: http::HeaderValue,
+        entrypoint: Arc<EntryPointInfo>,
+        tls: bool,
+    ) -> Self {
         RequestCtx {
             client_addr,
+            client_ip_header,
             entrypoint,
             tls,
             start: Instant::now(),

@@ -133,6 +133,55 @@ impl Transport {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_split_by_h2_are_joined() {
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("a=1"));
+        h.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        join_cookies(&mut h);
+        assert_eq!(h.get_all(header::COOKIE).iter().count(), 1);
+        assert_eq!(h[header::COOKIE], "a=1; b=2");
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert!(h.get("x-secret").is_none() && h.get(header::CONNECTION).is_none());
+        assert!(h.get(header::TRANSFER_ENCODING).is_none());
+        assert_eq!(h["x-kept"], "1");
+    }
+
+    #[test]
+    fn upstream_urls() {
+        let u = Upstream::parse("http://10.0.0.1", false).unwrap();
+        assert_eq!(&*u.authority_str, "10.0.0.1:80");
+        let u = Upstream::parse("https://svc.local/base/", true).unwrap();
+        assert_eq!(u.path_prefix.as_deref(), Some("/base"));
+        assert_eq!(u.scheme, UpstreamScheme::Https);
+        assert!(
+            Upstream::parse("ftp://x", false)
+                .unwrap_err()
+                .contains("scheme `ftp`")
+        );
+        assert!(Upstream::parse("127.0.0.1:80", false).is_err());
+    }
+}
+
 #[derive(Clone)]
 struct FixedServerName(String);
 
@@ -270,22 +319,73 @@ static HOP_BY_HOP: [HeaderName; 8] = [
 ];
 
 /// Removes hop-by-hop headers, including those the Connection header names.
+///
+/// On the hot path (requests and responses): one pass over the names noting which hop-by-hop
+/// headers are present, then only those are removed; the Connection header's tokens are
+/// collected only when they name something other than the usual `keep-alive`/`close`/`upgrade`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if let Some(conn) = headers.get(header::CONNECTION) {
-        let named: Vec<HeaderName> = conn
-            .to_str()
-            .unwrap_or("")
-            .split(',')
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+    let mut present = 0u16;
+    for k in headers.keys() {
+        let bit = match k.as_str() {
+            "connection" => 1,
+            "keep-alive" => 1 << 1,
+            "proxy-connection" => 1 << 2,
+            "proxy-authenticate" => 1 << 3,
+            "proxy-authorization" => 1 << 4,
+            "te" => 1 << 5,
+            "trailer" => 1 << 6,
+            "transfer-encoding" => 1 << 7,
+            "upgrade" => 1 << 8,
+            _ => 0,
+        };
+        present |= bit;
+    }
+    if present == 0 {
+        return;
+    }
+    if present & 1 != 0 {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|t| {
+                !t.is_empty()
+                    && !t.eq_ignore_ascii_case("keep-alive")
+                    && !t.eq_ignore_ascii_case("close")
+                    && !t.eq_ignore_ascii_case("upgrade")
+            })
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
             .collect();
         for n in named {
             headers.remove(n);
         }
     }
-    for h in &HOP_BY_HOP {
-        headers.remove(h);
+    for (i, h) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(h);
+        }
     }
-    headers.remove(header::UPGRADE);
+    if present & (1 << 8) != 0 {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// HTTP/2 clients may split `Cookie` into several fields (RFC 9113 8.2.3); HTTP/1.1 allows one.
+fn join_cookies(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(header::COOKIE).iter();
+    let (Some(_), Some(_)) = (values.next(), values.next()) else {
+        return;
+    };
+    let joined: Vec<&str> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    if let Ok(v) = HeaderValue::from_str(&joined.join("; ")) {
+        headers.insert(header::COOKIE, v);
+    }
 }
 
 /// Is this an HTTP/1.1 WebSocket upgrade request?
@@ -320,6 +420,7 @@ pub async fn forward(
     ctx: &mut RequestCtx,
 ) -> Result<Response, ForwardError> {
     let websocket = is_websocket_upgrade(&req);
+    let downstream_version = req.version();
     let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
 
     let (mut parts, body) = req.into_parts();
@@ -330,27 +431,25 @@ pub async fn forward(
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
     strip_hop_by_hop(&mut parts.headers);
-    let trusted = ctx.entrypoint.trusted.trusts(ctx.client_addr.ip());
+    let trusted =
+        !ctx.entrypoint.trusted.is_empty() && ctx.entrypoint.trusted.trusts(ctx.client_addr.ip());
     let proto = match (ctx.tls, websocket) {
         (true, true) => "wss",
         (false, true) => "ws",
         (true, false) => "https",
         (false, false) => "http",
     };
-    {
-        let host_str = host.as_ref().and_then(|h| h.to_str().ok());
-        forwarded::apply(
-            &mut parts.headers,
-            &Hop {
-                client_ip: ctx.client_addr.ip(),
-                trusted,
-                proto,
-                host: host_str,
-                default_port: ctx.entrypoint.port,
-                server: &opts.server_name,
-            },
-        );
-    }
+    forwarded::apply(
+        &mut parts.headers,
+        &Hop {
+            client_ip: &ctx.client_ip_header,
+            trusted,
+            proto,
+            host: host.as_ref(),
+            default_port: &ctx.entrypoint.port_header,
+            server: &opts.server_name,
+        },
+    );
     if let Some(prefix) = ctx.forwarded_prefix.as_deref()
         && let Ok(v) = HeaderValue::from_str(prefix)
     {
@@ -362,6 +461,9 @@ pub async fn forward(
         upstream.host_header.clone()
     };
     let upstream_h2 = upstream.scheme == UpstreamScheme::H2c;
+    if !upstream_h2 {
+        join_cookies(&mut parts.headers);
+    }
     if upstream_h2 {
         parts.headers.remove(header::HOST);
     } else {
@@ -411,7 +513,8 @@ pub async fn forward(
 
     if websocket && resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
-        let (parts, _) = resp.into_parts();
+        let (mut parts, _) = resp.into_parts();
+        parts.version = downstream_version;
         if let Some(client_upgrade) = client_upgrade {
             websocket::spawn_tunnel(client_upgrade, upstream_upgrade, ctx);
         }
@@ -419,6 +522,9 @@ pub async fn forward(
     }
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    // The client's protocol version, not the upstream's (an HTTP/1.0 upstream must not turn the
+    // client's keep-alive connection into a one-shot one).
+    parts.version = downstream_version;
     Ok(http::Response::from_parts(parts, Body::from(body)))
 }
 

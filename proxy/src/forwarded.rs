@@ -44,6 +44,11 @@ impl TrustedIps {
         Ok(TrustedIps { insecure, nets })
     }
 
+    /// Nobody is trusted (the common case, checked without looking at the address).
+    pub fn is_empty(&self) -> bool {
+        !self.insecure && self.nets.is_empty()
+    }
+
     pub fn trusts(&self, ip: IpAddr) -> bool {
         self.insecure || contains(&self.nets, ip)
     }
@@ -74,68 +79,75 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
 /// What the proxy knows about the hop it is adding.
 #[derive(Debug)]
 pub struct Hop<'a> {
-    pub client_ip: IpAddr,
+    /// The client's IP, formatted (IPv4-mapped IPv6 shown as IPv4).
+    pub client_ip: &'a HeaderValue,
     pub trusted: bool,
     /// `http`, `https`, `ws` or `wss`.
     pub proto: &'static str,
     /// The Host the client asked for (with port, as received).
-    pub host: Option<&'a str>,
-    /// The entrypoint's port when the Host carries none.
-    pub default_port: u16,
+    pub host: Option<&'a HeaderValue>,
+    /// X-Forwarded-Port when the Host carries none (the entrypoint's port).
+    pub default_port: &'a HeaderValue,
     pub server: &'a HeaderValue,
 }
 
+fn is_forwarded_header(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    n.starts_with("x-forwarded-") || n == "x-real-ip"
+}
+
 /// Rewrites the forwarded headers of a request about to go upstream.
+///
+/// This runs on every request, so it avoids work: one pass over the names to see whether the
+/// client sent any forwarded header at all, and the client IP formatted once per connection.
 pub fn apply(headers: &mut HeaderMap, hop: &Hop<'_>) {
-    if !hop.trusted {
+    let has_any = headers.keys().any(is_forwarded_header);
+    if has_any && !hop.trusted {
         for h in ALL {
             headers.remove(h);
         }
     }
-    let ip = canonical(hop.client_ip);
-    let mut ip_buf = [0u8; 64];
-    let ip_str = fmt_ip(ip, &mut ip_buf);
+    let present = has_any && hop.trusted;
     // X-Forwarded-For: append this hop's client.
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.is_empty() => HeaderValue::try_from(format!("{prev}, {ip_str}")).ok(),
-        _ => HeaderValue::from_str(ip_str).ok(),
+    let appended = if present {
+        match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(prev) if !prev.is_empty() => {
+                HeaderValue::try_from(format!("{prev}, {}", hop.client_ip.to_str().unwrap_or("")))
+                    .ok()
+            }
+            _ => None,
+        }
+    } else {
+        None
     };
-    if let Some(v) = xff {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
-    }
-    if !headers.contains_key(&X_FORWARDED_PROTO) {
+    headers.insert(
+        X_FORWARDED_FOR.clone(),
+        appended.unwrap_or_else(|| hop.client_ip.clone()),
+    );
+    if !present || !headers.contains_key(&X_FORWARDED_PROTO) {
         headers.insert(
             X_FORWARDED_PROTO.clone(),
             HeaderValue::from_static(hop.proto),
         );
     }
     if let Some(host) = hop.host {
-        if !headers.contains_key(&X_FORWARDED_HOST)
-            && let Ok(v) = HeaderValue::from_str(host)
-        {
-            headers.insert(X_FORWARDED_HOST.clone(), v);
+        if !present || !headers.contains_key(&X_FORWARDED_HOST) {
+            headers.insert(X_FORWARDED_HOST.clone(), host.clone());
         }
-        if !headers.contains_key(&X_FORWARDED_PORT) {
-            let port = split_port(host).1.unwrap_or(hop.default_port);
-            headers.insert(X_FORWARDED_PORT.clone(), HeaderValue::from(port));
+        if !present || !headers.contains_key(&X_FORWARDED_PORT) {
+            let port = match host.to_str().ok().and_then(|h| split_port(h).1) {
+                Some(p) => HeaderValue::from(p),
+                None => hop.default_port.clone(),
+            };
+            headers.insert(X_FORWARDED_PORT.clone(), port);
         }
     }
-    if !headers.contains_key(&X_FORWARDED_SERVER) {
+    if !present || !headers.contains_key(&X_FORWARDED_SERVER) {
         headers.insert(X_FORWARDED_SERVER.clone(), hop.server.clone());
     }
-    if !headers.contains_key(&X_REAL_IP)
-        && let Ok(v) = HeaderValue::from_str(ip_str)
-    {
-        headers.insert(X_REAL_IP.clone(), v);
+    if !present || !headers.contains_key(&X_REAL_IP) {
+        headers.insert(X_REAL_IP.clone(), hop.client_ip.clone());
     }
-}
-
-fn fmt_ip(ip: IpAddr, buf: &mut [u8; 64]) -> &str {
-    use std::io::Write;
-    let mut cur = std::io::Cursor::new(&mut buf[..]);
-    let _ = write!(cur, "{ip}");
-    let n = cur.position() as usize;
-    std::str::from_utf8(&buf[..n]).unwrap_or("")
 }
 
 /// Splits `host:port` (or `[v6]:port`) into host and port.
@@ -163,13 +175,17 @@ pub fn split_port(authority: &str) -> (&str, Option<u16>) {
 mod tests {
     use super::*;
 
-    fn hop<'a>(trusted: bool, server: &'a HeaderValue) -> Hop<'a> {
+    static IP: HeaderValue = HeaderValue::from_static("10.1.2.3");
+    static HOST: HeaderValue = HeaderValue::from_static("chat.example.com");
+    static PORT: HeaderValue = HeaderValue::from_static("443");
+
+    fn hop(trusted: bool, server: &HeaderValue) -> Hop<'_> {
         Hop {
-            client_ip: "10.1.2.3".parse().unwrap(),
+            client_ip: &IP,
             trusted,
             proto: "https",
-            host: Some("chat.example.com"),
-            default_port: 443,
+            host: Some(&HOST),
+            default_port: &PORT,
             server,
         }
     }

@@ -166,9 +166,13 @@ async fn route(shared: &Shared, req: Request, ctx: &mut RequestCtx) -> (Response
         return (not_found(), true, false);
     };
     ctx.router = Some(router.name.clone());
-    let resp = Next::new(&router.middlewares, &router.service)
-        .run(req, ctx)
-        .await;
+    let resp = if router.middlewares.is_empty() {
+        router.service.call(req, ctx).await
+    } else {
+        Next::new(&router.middlewares, &router.service)
+            .run(req, ctx)
+            .await
+    };
     (resp, router.access_log, router.metrics)
 }
 

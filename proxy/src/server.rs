@@ -48,7 +48,6 @@ pub(crate) struct EntryPointRuntime {
     pub limits: Arc<Semaphore>,
     pub header_timeout: Duration,
     pub max_header_bytes: usize,
-    pub idle_timeout: Option<Duration>,
     pub max_streams: Option<u32>,
     pub keep_alive_max_requests: u64,
 }
@@ -77,6 +76,7 @@ impl EntryPointRuntime {
                     .websocket_idle_timeout
                     .non_zero()
                     .unwrap_or(Duration::from_secs(600)),
+                port_header: http::HeaderValue::from(port),
             }),
             tls_options: ep
                 .http
@@ -95,7 +95,6 @@ impl EntryPointRuntime {
                 .max_header_bytes
                 .unwrap_or(ep.gantry.max_header_bytes)
                 .max(8192),
-            idle_timeout: ep.transport.responding_timeouts.idle_timeout.non_zero(),
             max_streams: ep.http2.as_ref().and_then(|h| h.max_concurrent_streams),
             keep_alive_max_requests: ep.transport.keep_alive_max_requests,
         })
@@ -228,14 +227,14 @@ async fn serve_http<IO>(
         .timer(TokioTimer::new())
         .max_concurrent_streams(ep.max_streams.unwrap_or(250))
         .max_header_list_size(ep.max_header_bytes as u32);
-    if tls {
-        // h2 is negotiated with ALPN; without it the client speaks HTTP/1.1.
-    }
     let info = ep.info.clone();
     let count = std::sync::atomic::AtomicU64::new(0);
     let max_requests = ep.keep_alive_max_requests;
+    let ip_header =
+        http::HeaderValue::from_str(&crate::forwarded::canonical(peer.ip()).to_string())
+            .unwrap_or_else(|_| http::HeaderValue::from_static("unknown"));
     let svc = service_fn(move |req| {
-        let ctx = RequestCtx::new(peer, info.clone(), tls);
+        let ctx = RequestCtx::with_ip_header(peer, ip_header.clone(), info.clone(), tls);
         let n = count.fetch_add(1, Ordering::Relaxed) + 1;
         let shared = shared.clone();
         async move {
@@ -252,7 +251,6 @@ async fn serve_http<IO>(
     let io = TokioIo::new(io);
     let conn = builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
-    let idle = ep.idle_timeout;
     tokio::select! {
         r = conn.as_mut() => {
             if let Err(e) = r {
@@ -263,7 +261,6 @@ async fn serve_http<IO>(
         _ = drain.cancelled() => {}
     }
     conn.as_mut().graceful_shutdown();
-    let _ = idle;
     let _ = conn.await;
 }
 

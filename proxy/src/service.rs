@@ -91,16 +91,17 @@ impl Service {
         }
     }
 
-    /// Serves one request.
-    pub fn call<'a>(&'a self, req: Request, ctx: &'a mut RequestCtx) -> BoxFuture<'a> {
+    /// Serves one request. Not boxed: the load-balancer path (nearly every request) stays one
+    /// state machine; only a weighted service's recursion into its children is boxed.
+    pub async fn call(&self, req: Request, ctx: &mut RequestCtx) -> Response {
         match &self.kind {
-            Kind::LoadBalancer(lb) => Box::pin(lb.call(&self.name, req, ctx)),
-            Kind::Weighted(w) => Box::pin(w.call(&self.name, req, ctx)),
+            Kind::LoadBalancer(lb) => lb.call(&self.name, req, ctx).await,
+            Kind::Weighted(w) => w.call(&self.name, req, ctx).await,
             Kind::Handler(f) => {
                 if ctx.service.is_none() {
                     ctx.service = Some(self.name.clone());
                 }
-                f(req, ctx)
+                f(req, ctx).await
             }
         }
     }
@@ -379,7 +380,17 @@ impl Weighted {
         }
     }
 
-    async fn call(&self, name: &Arc<str>, req: Request, ctx: &mut RequestCtx) -> Response {
+    /// Boxed: a weighted service's children may be weighted services (recursion).
+    fn call<'a>(
+        &'a self,
+        name: &'a Arc<str>,
+        req: Request,
+        ctx: &'a mut RequestCtx,
+    ) -> BoxFuture<'a> {
+        Box::pin(self.call_inner(name, req, ctx))
+    }
+
+    async fn call_inner(&self, name: &Arc<str>, req: Request, ctx: &mut RequestCtx) -> Response {
         let mut chosen = None;
         if let Some(sticky) = &self.sticky
             && let Some(value) = sticky.find(&req)

@@ -214,7 +214,9 @@ pub struct EntryPointLimits {
     /// Concurrent connections accepted on this entrypoint; beyond it new ones wait in the backlog.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
-    /// Time allowed for a client to send the request head (slowloris protection).
+    /// Time allowed for a client to send a request head (slowloris protection). hyper measures it
+    /// from the moment the connection waits for a request, so it also bounds how long an HTTP/1.1
+    /// keep-alive connection may sit idle between requests (with `idleTimeout`, the smaller wins).
     #[serde(default = "default_header_timeout")]
     pub header_read_timeout: Dur,
     /// Maximum size of a request head in bytes.
@@ -229,7 +231,7 @@ fn default_max_connections() -> usize {
     16_384
 }
 fn default_header_timeout() -> Dur {
-    Dur::secs(10)
+    Dur::secs(30)
 }
 fn default_max_header() -> usize {
     64 * 1024
