@@ -289,8 +289,9 @@ pub enum ForwardError {
 }
 
 impl ForwardError {
+    /// The error response, carrying `self` in its extensions (the retry middleware looks).
     pub fn response(self) -> Response {
-        match self {
+        let mut resp = match self {
             ForwardError::Connect => text_response(
                 StatusCode::BAD_GATEWAY,
                 "502 Bad Gateway: the upstream server refused the connection or could not be reached\n",
@@ -303,7 +304,9 @@ impl ForwardError {
                 StatusCode::GATEWAY_TIMEOUT,
                 "504 Gateway Timeout: the upstream server did not answer in time\n",
             ),
-        }
+        };
+        resp.extensions_mut().insert(self);
+        resp
     }
 }
 

@@ -430,7 +430,8 @@ pub struct Headers {
     pub sts_include_subdomains: bool,
     #[serde(default)]
     pub sts_preload: bool,
-    #[serde(default)]
+    /// Traefik spells it `forceSTSHeader` (its decoder ignores case; ours accepts both forms).
+    #[serde(default, rename = "forceSTSHeader", alias = "forceStsHeader")]
     pub force_sts_header: bool,
     #[serde(default)]
     pub frame_deny: bool,
@@ -439,6 +440,7 @@ pub struct Headers {
     pub content_type_nosniff: bool,
     #[serde(default)]
     pub browser_xss_filter: bool,
+    #[serde(rename = "customBrowserXSSValue", alias = "customBrowserXssValue")]
     pub custom_browser_xss_value: Option<String>,
     pub content_security_policy: Option<String>,
     pub content_security_policy_report_only: Option<String>,

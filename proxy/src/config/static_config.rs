@@ -142,7 +142,7 @@ impl Default for LifeCycle {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ForwardedHeaders {
     /// Clients whose X-Forwarded-* headers are kept; from others they are replaced.
-    #[serde(default)]
+    #[serde(default, rename = "trustedIPs", alias = "trustedIps")]
     pub trusted_ips: Vec<String>,
     /// Trust X-Forwarded-* from everyone.
     #[serde(default)]
