@@ -43,6 +43,11 @@ pub(crate) enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Certificates: issue with ACME, list, import.
+    Certs {
+        #[command(subcommand)]
+        command: crate::certs_cmd::CertsCommand,
+    },
 }
 
 pub(crate) fn init_tracing(format: LogFormat) {
@@ -65,6 +70,7 @@ impl Cli {
                 workers,
                 check,
             } => run_proxy(config, workers, check),
+            Command::Certs { command } => crate::certs_cmd::run(command),
         }
     }
 }

@@ -625,6 +625,7 @@ http:
     per-tenant: {{rateLimit: {{average: 1, period: 1m, sourceCriterion: {{requestHeaderName: X-Tenant}}}}}}
   routers:
     limit: {{rule: "Host(`limit.test`)", middlewares: [limit], service: up}}
+    limit2: {{rule: "Host(`limit2.test`)", middlewares: [limit], service: up}}
     tenant: {{rule: "Host(`tenant.test`)", middlewares: [per-tenant], service: up}}
 "#
     ))
@@ -644,6 +645,9 @@ http:
         env.get("limit.test", "/", &[]).await.status,
         StatusCode::TOO_MANY_REQUESTS
     );
+
+    // As in Traefik, each router using the middleware has its own budget.
+    assert_eq!(env.get("limit2.test", "/", &[]).await.status, 200);
 
     let t = |tenant: &'static str| [("x-tenant", tenant)];
     assert_eq!(env.get("tenant.test", "/", &t("a")).await.status, 200);

@@ -3,8 +3,8 @@
 //! formats Traefik's htpasswd library checks. A hash in any other format (a plain-text password,
 //! say) is a configuration error rather than a user who can never log in.
 //!
-//! bcrypt is slow on purpose, so it runs on the blocking pool, never on a proxy worker; a
-//! successful check is remembered (as a salted SHA-256 of the credentials) so a browser that sends
+//! bcrypt (and MD5-crypt's 1000 rounds) is slow on purpose, so it runs on the blocking pool, a few
+//! at a time, never on a proxy worker; a successful check is remembered (as a salted SHA-256 of the credentials) so a browser that sends
 //! the same header on every request pays for it once. Failures are never cached.
 
 use std::collections::{HashMap, HashSet};
@@ -27,7 +27,7 @@ const CACHE_CAPACITY: usize = 1024;
 enum Secret {
     Bcrypt(Arc<str>),
     Sha1([u8; 20]),
-    Md5Crypt(String),
+    Md5Crypt(Arc<str>),
 }
 
 impl Secret {
@@ -55,7 +55,7 @@ impl Secret {
             if parts.len() != 4 || parts[3].len() != 22 {
                 return Err("is not a valid MD5-crypt hash");
             }
-            return Ok(Secret::Md5Crypt(hash.to_owned()));
+            return Ok(Secret::Md5Crypt(hash.into()));
         }
         Err("is not a bcrypt, {SHA} or MD5 ($apr1$) hash (htpasswd -B makes bcrypt ones)")
     }
@@ -71,7 +71,12 @@ impl Secret {
                 let got: [u8; 20] = sha1::Sha1::digest(password.as_bytes()).into();
                 constant_time_eq(&got, want)
             }
-            Secret::Md5Crypt(hash) => md5_crypt_verify(password, hash),
+            Secret::Md5Crypt(hash) => {
+                let (hash, password) = (hash.clone(), password.to_owned());
+                tokio::task::spawn_blocking(move || md5_crypt_verify(&password, &hash))
+                    .await
+                    .unwrap_or(false)
+            }
             Secret::Bcrypt(hash) => {
                 let (hash, password) = (hash.clone(), password.to_owned());
                 tokio::task::spawn_blocking(move || {
@@ -184,6 +189,9 @@ pub(crate) struct BasicAuth {
     /// Salted digests of credentials that passed a slow check.
     verified: Mutex<HashSet<[u8; 32]>>,
     salt: [u8; 16],
+    /// Bounds the slow checks running at once, so a flood of wrong passwords queues instead of
+    /// starting a blocking thread each.
+    slow_checks: tokio::sync::Semaphore,
 }
 
 impl BasicAuth {
@@ -242,6 +250,9 @@ impl BasicAuth {
             remove_header: cfg.remove_header,
             verified: Mutex::new(HashSet::new()),
             salt: rand::random(),
+            slow_checks: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            ),
         })
     }
 
@@ -266,6 +277,9 @@ impl BasicAuth {
         if lock().contains(&key) {
             return true;
         }
+        let Ok(_permit) = self.slow_checks.acquire().await else {
+            return false;
+        };
         let ok = secret.check(password).await;
         if ok {
             let mut cache = lock();

@@ -332,11 +332,8 @@ impl Compress {
                     }
                 }
                 if ended && seen < self.min_size {
-                    // Small and complete: send it as it is.
-                    let body = Body::boxed(http_body_util::StreamBody::new(
-                        futures_util::stream::iter(prefix),
-                    ));
-                    return http::Response::from_parts(parts, body);
+                    // Small and complete: send it as it is, with its length now known.
+                    return http::Response::from_parts(parts, small_body(prefix));
                 }
                 if ended {
                     body = Body::empty();
@@ -363,6 +360,22 @@ impl Compress {
         };
         http::Response::from_parts(parts, body)
     }
+}
+
+/// A short body already read: one buffer when it is only data, else the frames as they came.
+fn small_body(frames: VecDeque<Result<Frame<Bytes>, BoxError>>) -> Body {
+    if frames.iter().all(|f| f.as_ref().is_ok_and(Frame::is_data)) {
+        let mut buf = bytes::BytesMut::new();
+        for f in frames.into_iter().flatten() {
+            if let Ok(d) = f.into_data() {
+                buf.extend_from_slice(&d);
+            }
+        }
+        return Body::full(buf.freeze());
+    }
+    Body::boxed(http_body_util::StreamBody::new(futures_util::stream::iter(
+        frames,
+    )))
 }
 
 fn add_vary(h: &mut HeaderMap) {
@@ -572,6 +585,23 @@ mod tests {
         });
         let r = fetch("compress: {}", &svc, "gzip").await;
         assert!(r.headers().get(header::CONTENT_ENCODING).is_none());
+    }
+
+    #[tokio::test]
+    async fn small_streamed_bodies_go_out_uncompressed_with_a_length() {
+        let svc = Service::from_fn("s@internal", |_r, _c| async {
+            let frames: Vec<Result<Frame<Bytes>, BoxError>> = vec![
+                Ok(Frame::data(Bytes::from_static(b"abc"))),
+                Ok(Frame::data(Bytes::from_static(b"def"))),
+            ];
+            http::Response::new(Body::boxed(http_body_util::StreamBody::new(
+                futures_util::stream::iter(frames),
+            )))
+        });
+        let r = fetch("compress: {}", &svc, "gzip").await;
+        assert!(r.headers().get(header::CONTENT_ENCODING).is_none());
+        assert_eq!(r.body().size_hint().exact(), Some(6));
+        assert_eq!(&body_bytes(r).await[..], b"abcdef");
     }
 
     #[tokio::test]

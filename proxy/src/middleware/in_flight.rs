@@ -3,7 +3,9 @@
 //!
 //! A request counts until its response body has been sent completely (or the client went away),
 //! not just until the response headers: the permit travels inside the response body and is given
-//! back when the body is dropped. Counters live in the
+//! back when the body is dropped. A WebSocket counts until its 101 answer has been sent, not for the
+//! life of the tunnel. Each router using the middleware counts separately, as in Traefik.
+//! Counters live in the
 //! [`MiddlewareState`](super::MiddlewareState), so requests that started before a reload are
 //! still counted after it. A source's entry disappears when its count drops to zero, so the map
 //! holds no more entries than there are requests in flight.
@@ -217,7 +219,7 @@ mod tests {
     #[test]
     fn counters_drop_to_zero_and_disappear() {
         let store = Arc::new(Store::new());
-        let k = SourceKey::Text(7);
+        let k = SourceKey::text(7);
         let a = store.acquire(k, 2).unwrap();
         let b = store.acquire(k, 2).unwrap();
         assert!(store.acquire(k, 2).is_none());

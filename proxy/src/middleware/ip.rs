@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use http::{HeaderName, StatusCode};
 use ipnet::{IpNet, Ipv6Net};
 
-use super::shards::{Shards, SourceKey};
+use super::shards::{Shards, SourceId, SourceKey};
 use super::{Next, reply, request_host, status_text};
 use crate::body::{Request, Response};
 use crate::config::dynamic;
@@ -188,19 +188,20 @@ impl Source {
         }
     }
 
-    /// The request's source. A missing header or an undeterminable IP is a source of its own
-    /// (the empty string in Traefik).
+    /// The request's source, within its router. A missing header or an undeterminable IP is a
+    /// source of its own (the empty string in Traefik).
     pub(crate) fn key<V>(&self, req: &Request, ctx: &RequestCtx, map: &Shards<V>) -> SourceKey {
-        match self {
+        let id = match self {
             Source::Ip(strategy) => match strategy.client_ip(req, ctx) {
-                Some(ip) => SourceKey::Ip(ip),
-                None => map.text_key(b""),
+                Some(ip) => SourceId::Ip(ip),
+                None => map.text_id(b""),
             },
             Source::Header(name) => {
-                map.text_key(req.headers().get(name).map_or(&b""[..], |v| v.as_bytes()))
+                map.text_id(req.headers().get(name).map_or(&b""[..], |v| v.as_bytes()))
             }
-            Source::Host => map.text_key(request_host(req).as_bytes()),
-        }
+            Source::Host => map.text_id(request_host(req).as_bytes()),
+        };
+        map.key(ctx.router.as_deref(), id)
     }
 }
 

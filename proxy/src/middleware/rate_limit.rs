@@ -3,7 +3,8 @@
 //!
 //! As in Traefik (golang.org/x/time/rate reservations), a request that would have to wait less
 //! than half a token's interval (at most 500 ms) is delayed rather than refused; beyond that it
-//! gets 429 with `Retry-After` (whole seconds) and `X-Retry-In`. Buckets live in the
+//! gets 429 with `Retry-After` (whole seconds) and `X-Retry-In`. As in Traefik, which builds one
+//! limiter per router, each router using the middleware has its own buckets. Buckets live in the
 //! [`MiddlewareState`](super::MiddlewareState), so a reload keeps every client's budget. A bucket
 //! idle long enough to have refilled completely is the same as a new one, so such buckets are the
 //! first to go when a shard is full; the map never holds more than [`MAX_SOURCES`] sources.
@@ -230,7 +231,7 @@ mod tests {
         let st = MiddlewareState::default();
         let m = try_mw("rateLimit: {average: 10, burst: 3}", &st).unwrap();
         let rl = limiter(&m);
-        let k = SourceKey::Ip("1.2.3.4".parse().unwrap());
+        let k = SourceKey::ip("1.2.3.4".parse().unwrap());
         let rate = rl.rate.unwrap();
         let t0 = 1_000_000_000;
         for _ in 0..3 {
@@ -247,7 +248,7 @@ mod tests {
         };
         assert!((d.as_secs_f64() - 0.04).abs() < 1e-6, "{d:?}");
         // Another source has its own bucket.
-        let other = SourceKey::Ip("5.6.7.8".parse().unwrap());
+        let other = SourceKey::ip("5.6.7.8".parse().unwrap());
         assert_eq!(rl.decide(other, rate, t0), Decision::Go);
         // After a full refill the burst is back.
         for _ in 0..3 {
@@ -271,7 +272,7 @@ mod tests {
         let m = try_mw("rateLimit: {average: 1, burst: 1000}", &st).unwrap();
         let rl = limiter(&m);
         for i in 0..(MAX_SOURCES as u32 * 2) {
-            rl.decide(SourceKey::Text(u64::from(i)), 1.0, 1);
+            rl.decide(SourceKey::text(u64::from(i)), 1.0, 1);
         }
         assert!(rl.store.buckets.len() <= MAX_SOURCES);
     }

@@ -12,13 +12,41 @@ use std::sync::{Mutex, MutexGuard};
 
 const SHARDS: usize = 16;
 
-/// Where a request comes from, as a middleware's `sourceCriterion` sees it. Text sources (a header
-/// value, the Host) are hashed with a per-process random key rather than copied, so that a lookup
-/// allocates nothing; a 64-bit keyed hash makes collisions between distinct sources negligible.
+/// Where a request comes from, as a middleware's `sourceCriterion` sees it, and through which
+/// router: as in Traefik, where each router builds its own instance of a middleware, a limiter
+/// used by two routers keeps a separate budget for each.
+///
+/// Text sources (a header value, the Host) and router names are hashed with a per-process random
+/// key rather than copied, so that a lookup allocates nothing; a 64-bit keyed hash makes
+/// collisions between distinct sources negligible.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum SourceKey {
+pub(crate) struct SourceKey {
+    router: u64,
+    id: SourceId,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum SourceId {
     Ip(IpAddr),
     Text(u64),
+}
+
+impl SourceKey {
+    #[cfg(test)]
+    pub(crate) fn ip(ip: IpAddr) -> Self {
+        SourceKey {
+            router: 0,
+            id: SourceId::Ip(ip),
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn text(hash: u64) -> Self {
+        SourceKey {
+            router: 0,
+            id: SourceId::Text(hash),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -38,9 +66,17 @@ impl<V> Shards<V> {
         }
     }
 
-    /// Hashes a text source into a key.
-    pub(crate) fn text_key(&self, text: &[u8]) -> SourceKey {
-        SourceKey::Text(self.hasher.hash_one(text))
+    /// The key of a source seen through `router`.
+    pub(crate) fn key(&self, router: Option<&str>, id: SourceId) -> SourceKey {
+        SourceKey {
+            router: router.map_or(0, |r| self.hasher.hash_one(r.as_bytes())),
+            id,
+        }
+    }
+
+    /// Hashes a text source.
+    pub(crate) fn text_id(&self, text: &[u8]) -> SourceId {
+        SourceId::Text(self.hasher.hash_one(text))
     }
 
     /// The locked shard that holds `key`, and the shard's capacity.
@@ -88,7 +124,7 @@ mod tests {
     fn make_room_prefers_idle_entries_and_bounds_the_shard() {
         let mut m = HashMap::new();
         for i in 0..100u32 {
-            m.insert(SourceKey::Text(u64::from(i)), i);
+            m.insert(SourceKey::text(u64::from(i)), i);
         }
         make_room(&mut m, 100, |v| *v < 50);
         assert_eq!(m.len(), 50);
@@ -100,7 +136,10 @@ mod tests {
     #[test]
     fn text_keys_are_stable_per_map() {
         let s: Shards<u32> = Shards::new(10);
-        assert_eq!(s.text_key(b"a"), s.text_key(b"a"));
-        assert_ne!(s.text_key(b"a"), s.text_key(b"b"));
+        assert_eq!(s.text_id(b"a"), s.text_id(b"a"));
+        assert_ne!(s.text_id(b"a"), s.text_id(b"b"));
+        let ip = SourceId::Ip("10.0.0.1".parse().unwrap());
+        assert_ne!(s.key(Some("a@file"), ip), s.key(Some("b@file"), ip));
+        assert_eq!(s.key(Some("a@file"), ip), s.key(Some("a@file"), ip));
     }
 }
