@@ -65,6 +65,7 @@ pub fn init() {
     ONCE.call_once(|| {
         let _ = tracing_subscriber::fmt()
             .with_writer(|| Capture)
+            .with_ansi(false)
             .with_max_level(tracing::Level::INFO)
             .try_init();
         let default = std::panic::take_hook();
