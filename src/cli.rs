@@ -54,7 +54,8 @@ pub(crate) enum Command {
 
 pub(crate) fn init_tracing(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("GANTRY_LOG").unwrap_or_else(|_| EnvFilter::new("info,rustls=error"));
+    let filter = EnvFilter::try_from_env("GANTRY_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,rustls=error"));
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

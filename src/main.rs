@@ -1,7 +1,7 @@
 //! `gantry`: the appliance's one binary. Subcommands stay thin; the work is in the crates.
 
-mod certs_cmd;
 mod build_cmd;
+mod certs_cmd;
 mod cli;
 
 use clap::Parser;
