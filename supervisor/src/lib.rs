@@ -1,10 +1,34 @@
-//! The control plane of the appliance (not built yet: see the certificate, web UI and cluster issues).
+//! The control plane of the appliance: everything that has state, talks to a CA or (later) spawns
+//! processes.
 //!
-//! It will own everything that has state or spawns processes: the SQLite store (settings, domains,
-//! certificates, users, events), the ACME certificate manager, the k3s child process and its
-//! supervision, the stack in `manifests/` applied with server-side apply, the watch that turns
-//! Ingress and EndpointSlices into proxy routes, backups and upgrades.
+//! It owns today:
+//! - [`store`]: the SQLite database (settings, domains, certificates, ACME accounts and attempts,
+//!   the events log), with numbered idempotent migrations. No SQL exists outside that module.
+//! - [`certs`]: the certificate manager: the self-signed bootstrap certificate, ACME issuance and
+//!   renewal with instant-acme (HTTP-01 and TLS-ALPN-01 answered by the proxy), the per-domain
+//!   order throttle and backoff, custom certificate import, expiry warnings.
+//! - [`clock`]: the time source, so that renewal can be tested with a clock moved forward.
 //!
-//! It hands the proxy immutable snapshots (routes, certificates) through `gantry-proxy`'s public API
-//! and never reaches into the proxy's internals. It knows nothing of HTML or HTTP handlers for the
-//! browser: that is `gantry-web-ui`, which calls this crate.
+//! It will own (see the web UI and cluster issues): users and sessions in the same store, the k3s
+//! child process and its supervision, the stack in `manifests/` applied with server-side apply,
+//! the watch that turns Ingress and EndpointSlices into proxy routes, backups and upgrades.
+//!
+//! ```text
+//! Store (gantry.db) --load_stored--> proxy CertStore::set_managed   (before the first accept)
+//! CertManager --ACME order--> CA --validation--> proxy (HTTP-01 token / acme-tls/1 certificate)
+//!             --chain+key committed to Store--> set_managed again (no restart)
+//! ```
+//!
+//! It hands the proxy immutable inputs through `gantry-proxy`'s public API (`CertStore`,
+//! `AcmeChallenges`) and never reaches into the proxy's internals. It knows nothing of HTML or
+//! HTTP handlers for the browser: that is `gantry-web-ui`, which calls this crate.
+
+// Tests may unwrap: a panic there is a failed test with its message.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod certs;
+pub mod clock;
+mod error;
+pub mod store;
+
+pub use error::Error;
