@@ -40,6 +40,17 @@ pub enum Error {
     NoChallenge(String),
     #[error("cannot build a certificate: {0}")]
     Cert(String),
+    /// Sign-in, session, CSRF and setup-token failures (messages safe for the client).
+    #[error("{0}")]
+    Auth(#[from] crate::auth::AuthError),
+    /// An input that fails validation; `field` names the form field it belongs to.
+    #[error("{message}")]
+    Field {
+        field: &'static str,
+        message: String,
+    },
+    #[error("proxy: {0}")]
+    Proxy(#[from] gantry_proxy::ProxyError),
 }
 
 impl From<gantry_proxy::tls::CertError> for Error {
