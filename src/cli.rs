@@ -43,6 +43,8 @@ pub(crate) enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Run the appliance daemon: proxy, certificates, store and web UI (setup wizard, admin).
+    Run(crate::run_cmd::RunArgs),
 }
 
 pub(crate) fn init_tracing(format: LogFormat) {
@@ -65,6 +67,7 @@ impl Cli {
                 workers,
                 check,
             } => run_proxy(config, workers, check),
+            Command::Run(args) => crate::run_cmd::run(args),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! `gantry`: the appliance's one binary. Subcommands stay thin; the work is in the crates.
 
 mod cli;
+mod run_cmd;
 
 use clap::Parser;
 

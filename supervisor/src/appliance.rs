@@ -635,6 +635,12 @@ impl Appliance {
         self.save_draft(s, &d)
     }
 
+    /// The ACME directory set by `--acme-directory`, if any (it replaces both Let's Encrypt
+    /// directories).
+    pub fn acme_directory_override(&self) -> Option<String> {
+        self.opts.acme_directory.clone()
+    }
+
     /// The ACME directory a mode would use, for the summary.
     fn directory_for(&self, mode: CertMode) -> Option<String> {
         if !mode.is_acme() {
