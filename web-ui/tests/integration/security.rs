@@ -41,6 +41,12 @@ async fn csrf_missing_or_wrong_is_refused() {
         .api(Method::POST, "/api/v1/domains", Some(body.clone()), &[("x-csrf-token", &good), ("origin", "https://evil.example")])
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
+    for (h, v) in [("origin", "null"), ("sec-fetch-site", "cross-site")] {
+        let r = t
+            .api(Method::POST, "/api/v1/domains", Some(body.clone()), &[("x-csrf-token", &good), (h, v)])
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{h}: {v}");
+    }
     let r = t.api(Method::POST, "/api/v1/domains", Some(body), &[("x-csrf-token", &good)]).await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
     // Nothing was added by the refused requests.
@@ -141,7 +147,7 @@ async fn security_headers_on_every_response() {
         assert!(csp.contains("frame-ancestors 'none'"));
         assert_eq!(h.get("x-frame-options").unwrap(), "DENY", "{path}");
         assert_eq!(h.get("x-content-type-options").unwrap(), "nosniff");
-        assert_eq!(h.get("referrer-policy").unwrap(), "no-referrer");
+        assert_eq!(h.get("referrer-policy").unwrap(), "same-origin");
         // A self-signed certificate is not trusted: no HSTS.
         assert!(!h.contains_key("strict-transport-security"), "{path}");
     }
