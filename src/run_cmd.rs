@@ -116,14 +116,21 @@ impl RunConfig {
             .or(file.data_dir)
             .unwrap_or_else(|| PathBuf::from("/var/lib/gantry"));
         let http = parse_listen("http", args.http.or(file.http).as_deref().unwrap_or(":80"))?;
-        let https =
-            parse_listen("https", args.https.or(file.https).as_deref().unwrap_or(":443"))?;
-        let admin =
-            parse_listen("admin", args.admin.or(file.admin).as_deref().unwrap_or(":8443"))?;
+        let https = parse_listen(
+            "https",
+            args.https.or(file.https).as_deref().unwrap_or(":443"),
+        )?;
+        let admin = parse_listen(
+            "admin",
+            args.admin.or(file.admin).as_deref().unwrap_or(":8443"),
+        )?;
         let ports = [(http, "http"), (https, "https"), (admin, "admin")];
         for (i, (a, an)) in ports.iter().enumerate() {
             for (b, bn) in &ports[i + 1..] {
-                if a.port() != 0 && a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified()) {
+                if a.port() != 0
+                    && a.port() == b.port()
+                    && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+                {
                     bail!("--{an} and --{bn} both listen on {a} / {b}: give each its own port");
                 }
             }

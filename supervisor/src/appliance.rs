@@ -28,8 +28,8 @@ use crate::certs::{
 use crate::clock::Clock;
 use crate::cluster::{Cluster, ClusterStatus, InstallPlan};
 use crate::setup::{
-    self, AdminInput, CertMode, ChatAdminInput, ChatDraft, ChatInput, InstallProgress,
-    SetupDraft, SetupRequest, StepState,
+    self, AdminInput, CertMode, ChatAdminInput, ChatDraft, ChatInput, InstallProgress, SetupDraft,
+    SetupRequest, StepState,
 };
 use crate::store::{
     AttemptOutcome, CertSource, CertificateRecord, EventLevel, SessionKind, SessionRecord,
@@ -471,7 +471,7 @@ impl Appliance {
                 }
                 me.sample_rates();
                 n += 1;
-                if n % 120 == 0
+                if n.is_multiple_of(120)
                     && let Err(e) = me.auth.sweep()
                 {
                     tracing::warn!(error = %e, "cannot delete expired sessions");
@@ -507,7 +507,11 @@ impl Appliance {
     /// entrypoint to the app-side server (the wizard before setup, a placeholder after, below any
     /// route the cluster adds); plain HTTP redirected to HTTPS (ACME HTTP-01 is answered before
     /// routing).
-    pub fn web_routes(&self, admin_ui: SocketAddr, app_ui: SocketAddr) -> Result<DynamicConfig, Error> {
+    pub fn web_routes(
+        &self,
+        admin_ui: SocketAddr,
+        app_ui: SocketAddr,
+    ) -> Result<DynamicConfig, Error> {
         let mut routers = serde_json::Map::new();
         let mut middlewares = serde_json::Map::new();
         if self.opts.listen.contains_key(entrypoints::ADMIN) {
@@ -689,7 +693,11 @@ impl Appliance {
     }
 
     /// The whole setup in one call (the API), with the token instead of a setup session.
-    pub fn setup_all(self: &Arc<Self>, req: &SetupRequest, ip: IpAddr) -> Result<UserRecord, Error> {
+    pub fn setup_all(
+        self: &Arc<Self>,
+        req: &SetupRequest,
+        ip: IpAddr,
+    ) -> Result<UserRecord, Error> {
         self.auth.check_setup_token(req.token.expose(), ip)?;
         let draft = SetupDraft {
             admin: Some(setup::validate_admin(&req.admin)?),
@@ -740,9 +748,13 @@ impl Appliance {
         self.setup_pending.store(false, Ordering::Release);
         for f in &self.opts.setup_token_files {
             match std::fs::remove_file(f) {
-                Ok(()) => tracing::info!(path = %f.display(), "setup complete: setup token file removed"),
+                Ok(()) => {
+                    tracing::info!(path = %f.display(), "setup complete: setup token file removed")
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => tracing::warn!(path = %f.display(), error = %e, "cannot remove the setup token file"),
+                Err(e) => {
+                    tracing::warn!(path = %f.display(), error = %e, "cannot remove the setup token file")
+                }
             }
         }
         self.progress.send_replace(progress);
@@ -763,7 +775,8 @@ impl Appliance {
         };
         let me = self.clone();
         let chat = chat.clone();
-        self.tasks.spawn(async move { me.install(chat, plan).await });
+        self.tasks
+            .spawn(async move { me.install(chat, plan).await });
         Ok(user)
     }
 
@@ -895,22 +908,38 @@ impl Appliance {
             let (status, text, err, retry) = match (&s.last_attempt, &s.certificate) {
                 (Some(a), _) if a.outcome == AttemptOutcome::Running => (
                     "issuing",
-                    format!("ordering a certificate ({})", a.challenge.map_or("", |c| c.as_str())),
+                    format!(
+                        "ordering a certificate ({})",
+                        a.challenge.map_or("", |c| c.as_str())
+                    ),
                     None,
                     None,
                 ),
                 (_, Some(c)) if c.source == CertSource::Uploaded => (
                     "uploaded",
-                    format!("uploaded certificate, valid for {} more days", days_left(c.not_after, now)),
+                    format!(
+                        "uploaded certificate, valid for {} more days",
+                        days_left(c.not_after, now)
+                    ),
                     None,
                     None,
                 ),
                 (Some(a), cert)
-                    if matches!(a.outcome, AttemptOutcome::Failed | AttemptOutcome::Throttled) =>
+                    if matches!(
+                        a.outcome,
+                        AttemptOutcome::Failed | AttemptOutcome::Throttled
+                    ) =>
                 {
-                    let st = if a.outcome == AttemptOutcome::Throttled { "throttled" } else { "failed" };
+                    let st = if a.outcome == AttemptOutcome::Throttled {
+                        "throttled"
+                    } else {
+                        "failed"
+                    };
                     let text = match cert {
-                        Some(_) => "the last renewal failed; the current certificate is still served".to_owned(),
+                        Some(_) => {
+                            "the last renewal failed; the current certificate is still served"
+                                .to_owned()
+                        }
                         None => "no certificate: the last attempt failed".to_owned(),
                     };
                     (st, text, a.error.clone(), a.retry_after)
@@ -921,7 +950,12 @@ impl Appliance {
                     None,
                     None,
                 ),
-                (_, None) => ("waiting", "waiting for the first ACME order".to_owned(), None, None),
+                (_, None) => (
+                    "waiting",
+                    "waiting for the first ACME order".to_owned(),
+                    None,
+                    None,
+                ),
             };
             out.push(DomainView {
                 is_chat: chat.as_deref() == Some(s.domain.name.as_str()),
@@ -977,7 +1011,12 @@ impl Appliance {
         }
         self.certs().install()?;
         self.refresh_trust();
-        self.event(EventLevel::Info, "domain.removed", Some(&name), "domain removed");
+        self.event(
+            EventLevel::Info,
+            "domain.removed",
+            Some(&name),
+            "domain removed",
+        );
         Ok(())
     }
 
@@ -995,7 +1034,12 @@ impl Appliance {
                 "the certificate of `{name}` was uploaded: upload a new one to replace it"
             )));
         }
-        self.event(EventLevel::Info, "certificate.renew_requested", Some(&name), "renewal requested");
+        self.event(
+            EventLevel::Info,
+            "certificate.renew_requested",
+            Some(&name),
+            "renewal requested",
+        );
         let manager = self.certs();
         let me = self.clone();
         self.tasks.spawn(async move {
@@ -1008,7 +1052,12 @@ impl Appliance {
     }
 
     /// Imports an operator's certificate (validated; nothing stored on error).
-    pub fn upload_certificate(&self, domain: &str, chain_pem: &str, key_pem: &str) -> Result<CertView, Error> {
+    pub fn upload_certificate(
+        &self,
+        domain: &str,
+        chain_pem: &str,
+        key_pem: &str,
+    ) -> Result<CertView, Error> {
         let name = normalize_domain(domain).map_err(|e| Error::Field {
             field: "domain",
             message: e.to_string(),
@@ -1025,13 +1074,16 @@ impl Appliance {
                 message: "choose or paste the private key (PEM)".into(),
             });
         }
-        let rec = self.certs().import(&name, chain_pem, key_pem).map_err(|e| match e {
-            Error::Import(i) => Error::Field {
-                field: "chain_pem",
-                message: format!("certificate rejected: {i}"),
-            },
-            other => other,
-        })?;
+        let rec = self
+            .certs()
+            .import(&name, chain_pem, key_pem)
+            .map_err(|e| match e {
+                Error::Import(i) => Error::Field {
+                    field: "chain_pem",
+                    message: format!("certificate rejected: {i}"),
+                },
+                other => other,
+            })?;
         self.refresh_trust();
         Ok(self.cert_view(&rec, self.clock.now()))
     }
@@ -1045,7 +1097,11 @@ impl Appliance {
             .map(|(name, r)| RouterView {
                 name: name.clone(),
                 provider: name.rsplit_once('@').map_or("", |(_, p)| p).to_owned(),
-                entrypoints: snap.router_entrypoints.get(name).cloned().unwrap_or_default(),
+                entrypoints: snap
+                    .router_entrypoints
+                    .get(name)
+                    .cloned()
+                    .unwrap_or_default(),
                 rule: r.rule_text.clone(),
                 priority: r.priority,
                 service: r.service.name.to_string(),
@@ -1126,11 +1182,7 @@ impl Appliance {
                     address: addr.to_string(),
                     requests: total,
                     rate: (rate * 100.0).round() / 100.0,
-                    open_connections: self
-                        .proxy
-                        .metrics
-                        .connections(name)
-                        .load(Ordering::Relaxed),
+                    open_connections: self.proxy.metrics.connections(name).load(Ordering::Relaxed),
                 }
             })
             .collect()
@@ -1209,7 +1261,12 @@ impl Appliance {
         let email = setup::validate_email(email, "email")?;
         self.store
             .set_setting(keys::ACME_EMAIL, &email, self.clock.now())?;
-        self.event(EventLevel::Info, "settings.acme_email", None, &format!("ACME email set to {email}"));
+        self.event(
+            EventLevel::Info,
+            "settings.acme_email",
+            None,
+            &format!("ACME email set to {email}"),
+        );
         self.start_renewals()
     }
 
@@ -1373,7 +1430,11 @@ mod tests {
         let (chain, key) = self_signed_for("chat.example.com", now).unwrap();
         let info = certs::validate_import("chat.example.com", &chain, &key, now).unwrap();
         assert_eq!(info.names, vec!["chat.example.com"]);
-        assert!(info.issuer.contains("Gantry self-signed"), "{}", info.issuer);
+        assert!(
+            info.issuer.contains("Gantry self-signed"),
+            "{}",
+            info.issuer
+        );
         assert!(!trust::verifies(&chain, "chat.example.com", now));
     }
 

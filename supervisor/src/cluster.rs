@@ -152,7 +152,10 @@ impl Cluster for NoCluster {
                 ClusterStep::DatabaseReady,
                 ClusterStep::ChatReady,
             ] {
-                report(step, StepOutcome::Skipped(format!("skipped: {}", self.reason())));
+                report(
+                    step,
+                    StepOutcome::Skipped(format!("skipped: {}", self.reason())),
+                );
             }
         })
     }

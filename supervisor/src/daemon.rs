@@ -296,7 +296,11 @@ mod tests {
         );
         assert_eq!(
             admin_urls("[::]:443".parse().unwrap(), &id),
-            vec!["https://192.168.1.5/", "https://127.0.0.1/", "https://[::1]/"]
+            vec![
+                "https://192.168.1.5/",
+                "https://127.0.0.1/",
+                "https://[::1]/"
+            ]
         );
         assert_eq!(
             admin_urls("127.0.0.1:9443".parse().unwrap(), &id),

@@ -235,7 +235,12 @@ pub fn validate_username(name: &str, which: &'static str) -> Result<String, Erro
 /// A plausible email address (the CA or Rocket.Chat checks the rest).
 pub fn validate_email(email: &str, which: &'static str) -> Result<String, Error> {
     let e = email.trim();
-    let bad = || field(which, format!("`{e}` is not an email address (like you@example.com)"));
+    let bad = || {
+        field(
+            which,
+            format!("`{e}` is not an email address (like you@example.com)"),
+        )
+    };
     if e.is_empty() {
         return Err(field(which, "enter an email address"));
     }
@@ -311,18 +316,16 @@ pub fn validate_chat(input: &ChatInput, now: i64) -> Result<ChatDraft, Error> {
         CertMode::SelfSigned => {}
         CertMode::Upload => {
             if input.chain_pem.trim().is_empty() {
-                return Err(field("chain_pem", "paste or choose the certificate chain (PEM)"));
+                return Err(field(
+                    "chain_pem",
+                    "paste or choose the certificate chain (PEM)",
+                ));
             }
             if input.key_pem.expose().trim().is_empty() {
                 return Err(field("key_pem", "paste or choose the private key (PEM)"));
             }
-            validate_import(
-                &draft.domain,
-                &input.chain_pem,
-                input.key_pem.expose(),
-                now,
-            )
-            .map_err(|e| field("chain_pem", format!("certificate rejected: {e}")))?;
+            validate_import(&draft.domain, &input.chain_pem, input.key_pem.expose(), now)
+                .map_err(|e| field("chain_pem", format!("certificate rejected: {e}")))?;
             draft.chain_pem = Some(input.chain_pem.clone());
             draft.key_pem = Some(input.key_pem.expose().to_owned());
         }
@@ -449,16 +452,46 @@ mod tests {
     fn admin_step() {
         let d = validate_admin(&admin(" admin ", "violet-otter-carries-lamps")).unwrap();
         assert_eq!(d.username, "admin");
-        assert!(password::verify("violet-otter-carries-lamps", &d.password_hash));
+        assert!(password::verify(
+            "violet-otter-carries-lamps",
+            &d.password_hash
+        ));
         assert!(!format!("{d:?}").contains("argon2"));
         let e = validate_admin(&admin("admin", "password1234")).unwrap_err();
-        assert!(matches!(e, Error::Field { field: "password", .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::Field {
+                    field: "password",
+                    ..
+                }
+            ),
+            "{e}"
+        );
         let e = validate_admin(&admin("-x", "violet-otter-carries-lamps")).unwrap_err();
-        assert!(matches!(e, Error::Field { field: "username", .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::Field {
+                    field: "username",
+                    ..
+                }
+            ),
+            "{e}"
+        );
         let mut i = admin("admin", "violet-otter-carries-lamps");
         i.password_confirm = Some(Secret::new("other"));
         let e = validate_admin(&i).unwrap_err();
-        assert!(matches!(e, Error::Field { field: "password_confirm", .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::Field {
+                    field: "password_confirm",
+                    ..
+                }
+            ),
+            "{e}"
+        );
     }
 
     #[test]
@@ -476,12 +509,18 @@ mod tests {
         i.accept_terms = false;
         assert!(matches!(
             validate_chat(&i, 0).unwrap_err(),
-            Error::Field { field: "accept_terms", .. }
+            Error::Field {
+                field: "accept_terms",
+                ..
+            }
         ));
         i.domain = "not a domain".into();
         assert!(matches!(
             validate_chat(&i, 0).unwrap_err(),
-            Error::Field { field: "domain", .. }
+            Error::Field {
+                field: "domain",
+                ..
+            }
         ));
         i.domain = "chat.example.com".into();
         i.cert_mode = "self-signed".into();
@@ -490,12 +529,18 @@ mod tests {
         i.cert_mode = "upload".into();
         assert!(matches!(
             validate_chat(&i, 0).unwrap_err(),
-            Error::Field { field: "chain_pem", .. }
+            Error::Field {
+                field: "chain_pem",
+                ..
+            }
         ));
         i.cert_mode = "bogus".into();
         assert!(matches!(
             validate_chat(&i, 0).unwrap_err(),
-            Error::Field { field: "cert_mode", .. }
+            Error::Field {
+                field: "cert_mode",
+                ..
+            }
         ));
     }
 

@@ -35,7 +35,10 @@ pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/setup", get(setup_state).post(setup_all))
         .route("/setup/progress", get(setup_progress))
-        .route("/session", get(session_get).post(session_create).delete(session_delete))
+        .route(
+            "/session",
+            get(session_get).post(session_create).delete(session_delete),
+        )
         .route("/password", put(password_change))
         .route("/dashboard", get(dashboard))
         .route("/domains", get(domains).post(domain_add))
@@ -48,7 +51,9 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/settings/acme", put(settings_acme))
         .route("/tokens", get(tokens).post(token_create))
         .route("/tokens/{id}", delete(token_revoke))
-        .fallback(|| async { api_error(StatusCode::NOT_FOUND, "not_found", "no such API endpoint") })
+        .fallback(|| async {
+            api_error(StatusCode::NOT_FOUND, "not_found", "no such API endpoint")
+        })
 }
 
 async fn setup_state(State(st): State<AppState>) -> ApiResult {
@@ -113,7 +118,11 @@ async fn session_create(
     .into_response();
     resp.headers_mut().append(
         header::SET_COOKIE,
-        set_cookie(SESSION_COOKIE, s.token.expose(), Some(s.max_age(st.app.now()))),
+        set_cookie(
+            SESSION_COOKIE,
+            s.token.expose(),
+            Some(s.max_age(st.app.now())),
+        ),
     );
     Ok(resp)
 }
@@ -164,12 +173,17 @@ async fn password_change(
     })
     .await
     .map_err(|e| ApiError(e).into_response())?;
-    let mut resp = Json(json!({"csrf_token": u.session.as_ref().map(|_| fresh.session.csrf_token.clone())}))
-        .into_response();
+    let mut resp =
+        Json(json!({"csrf_token": u.session.as_ref().map(|_| fresh.session.csrf_token.clone())}))
+            .into_response();
     if u.session.is_some() && crate::web::cookie(&headers, SESSION_COOKIE).is_some() {
         resp.headers_mut().append(
             header::SET_COOKIE,
-            set_cookie(SESSION_COOKIE, fresh.token.expose(), Some(fresh.max_age(st.app.now()))),
+            set_cookie(
+                SESSION_COOKIE,
+                fresh.token.expose(),
+                Some(fresh.max_age(st.app.now())),
+            ),
         );
     } else {
         let _ = st.app.auth().sign_out(&fresh.session);
@@ -204,7 +218,11 @@ async fn domain_add(
     Ok((StatusCode::ACCEPTED, Json(d)).into_response())
 }
 
-async fn domain_remove(State(st): State<AppState>, _u: ApiUser, Path(name): Path<String>) -> ApiResult {
+async fn domain_remove(
+    State(st): State<AppState>,
+    _u: ApiUser,
+    Path(name): Path<String>,
+) -> ApiResult {
     st.app.remove_domain(&name)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -233,7 +251,11 @@ async fn certificate_upload(
     Ok((StatusCode::CREATED, Json(c)).into_response())
 }
 
-async fn certificate_renew(State(st): State<AppState>, _u: ApiUser, Path(domain): Path<String>) -> ApiResult {
+async fn certificate_renew(
+    State(st): State<AppState>,
+    _u: ApiUser,
+    Path(domain): Path<String>,
+) -> ApiResult {
     st.app.renew(&domain)?;
     Ok((StatusCode::ACCEPTED, Json(json!({"renewing": domain}))).into_response())
 }
@@ -294,7 +316,9 @@ async fn token_create(
         .map_err(|e| ApiError(e).into_response())?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"id": rec.id, "name": rec.name, "prefix": rec.prefix, "token": token.expose()})),
+        Json(
+            json!({"id": rec.id, "name": rec.name, "prefix": rec.prefix, "token": token.expose()}),
+        ),
     )
         .into_response())
 }
@@ -303,6 +327,10 @@ async fn token_revoke(State(st): State<AppState>, u: ApiUser, Path(id): Path<i64
     if st.app.auth().revoke_api_token(&u.user, id)? {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
-        Ok(api_error(StatusCode::NOT_FOUND, "not_found", "no such token"))
+        Ok(api_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such token",
+        ))
     }
 }

@@ -20,6 +20,8 @@
 //! The admin pages exist only on the admin router, so no app-side route can reach them.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
+// Handlers return `Result<_, Response>` (axum's own idiom): the error is the response itself.
+#![allow(clippy::result_large_err)]
 
 mod api;
 mod error;
@@ -59,7 +61,10 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 
 fn static_routes() -> Router<AppState> {
     Router::new()
-        .route("/static/app.css", get(|| async { asset("text/css; charset=utf-8", CSS) }))
+        .route(
+            "/static/app.css",
+            get(|| async { asset("text/css; charset=utf-8", CSS) }),
+        )
         .route(
             "/static/progress.js",
             get(|| async { asset("text/javascript; charset=utf-8", PROGRESS_JS) }),
@@ -73,8 +78,14 @@ fn static_routes() -> Router<AppState> {
 fn wizard_routes() -> Router<AppState> {
     Router::new()
         .route("/setup", get(wizard::token_page).post(wizard::token_submit))
-        .route("/setup/admin", get(wizard::admin_get).post(wizard::admin_post))
-        .route("/setup/domain", get(wizard::domain_get).post(wizard::domain_post))
+        .route(
+            "/setup/admin",
+            get(wizard::admin_get).post(wizard::admin_post),
+        )
+        .route(
+            "/setup/domain",
+            get(wizard::domain_get).post(wizard::domain_post),
+        )
         .route(
             "/setup/rocketchat",
             get(wizard::chat_admin_get).post(wizard::chat_admin_post),
@@ -109,21 +120,30 @@ pub fn admin_router(app: Arc<Appliance>, cancel: CancellationToken) -> Router {
     };
     let r = Router::new()
         .route("/", get(pages::dashboard))
-        .route("/sign-in", get(pages::sign_in_get).post(pages::sign_in_post))
+        .route(
+            "/sign-in",
+            get(pages::sign_in_get).post(pages::sign_in_post),
+        )
         .route("/sign-out", post(pages::sign_out))
         .route("/setup/progress/events", get(wizard::progress_events))
         .route("/domains", get(pages::domains_get).post(pages::domains_add))
         .route("/domains/{name}/remove", post(pages::domains_remove))
         .route("/certificates", get(pages::certificates_get))
         .route("/certificates/upload", post(pages::certificates_upload))
-        .route("/certificates/{domain}/renew", post(pages::certificates_renew))
+        .route(
+            "/certificates/{domain}/renew",
+            post(pages::certificates_renew),
+        )
         .route("/routes", get(pages::routes_get))
         .route("/events", get(pages::events_get))
         .route("/settings", get(pages::settings_get))
         .route("/settings/password", post(pages::settings_password))
         .route("/settings/acme", post(pages::settings_acme))
         .route("/settings/tokens", post(pages::settings_token_create))
-        .route("/settings/tokens/{id}/revoke", post(pages::settings_token_revoke))
+        .route(
+            "/settings/tokens/{id}/revoke",
+            post(pages::settings_token_revoke),
+        )
         .nest("/api/v1", api::router())
         .merge(wizard_routes())
         .merge(static_routes());

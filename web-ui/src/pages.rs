@@ -16,8 +16,8 @@ use crate::views::{
 };
 use crate::web::{
     AppState, ClientIp, HtmlUser, MaybeSession, PRE_COOKIE, SESSION_COOKIE, blocking,
-    check_form_csrf, check_pre_csrf, clear_cookie, host_of, hostname, page_error, pre_csrf,
-    render, set_cookie,
+    check_form_csrf, check_pre_csrf, clear_cookie, host_of, hostname, page_error, pre_csrf, render,
+    set_cookie,
 };
 use crate::wizard::{CsrfForm, multipart_fields};
 
@@ -48,16 +48,18 @@ impl Flash {
 }
 
 fn layout(title: &str, active: &str, u: &HtmlUser) -> Layout {
-    Layout::new(title).nav(Nav::new(
-        active,
-        &u.user.username,
-        &u.session.csrf_token,
-    ))
+    Layout::new(title).nav(Nav::new(active, &u.user.username, &u.session.csrf_token))
 }
 
 // --- sign-in ---
 
-fn sign_in_page(headers: &HeaderMap, status: StatusCode, username: String, error: Option<String>, notice: Option<Notice>) -> Response {
+fn sign_in_page(
+    headers: &HeaderMap,
+    status: StatusCode,
+    username: String,
+    error: Option<String>,
+    notice: Option<Notice>,
+) -> Response {
     let (csrf, cookie) = pre_csrf(headers);
     let mut resp = render(
         status,
@@ -86,7 +88,13 @@ pub(crate) async fn sign_in_get(
     if s.is_some_and(|s| s.user.is_some()) {
         return Redirect::to("/").into_response();
     }
-    sign_in_page(&headers, StatusCode::OK, String::new(), None, flash.notice())
+    sign_in_page(
+        &headers,
+        StatusCode::OK,
+        String::new(),
+        None,
+        flash.notice(),
+    )
 }
 
 #[derive(Deserialize)]
@@ -110,7 +118,13 @@ pub(crate) async fn sign_in_post(
         return Redirect::to("/setup").into_response();
     }
     if let Err(e) = check_pre_csrf(&headers, &f.csrf) {
-        return sign_in_page(&headers, StatusCode::FORBIDDEN, f.username, Some(e.to_string()), None);
+        return sign_in_page(
+            &headers,
+            StatusCode::FORBIDDEN,
+            f.username,
+            Some(e.to_string()),
+            None,
+        );
     }
     let app = st.app.clone();
     let username = f.username.clone();
@@ -124,15 +138,27 @@ pub(crate) async fn sign_in_post(
             let h = resp.headers_mut();
             h.append(
                 header::SET_COOKIE,
-                set_cookie(SESSION_COOKIE, s.token.expose(), Some(s.max_age(st.app.now()))),
+                set_cookie(
+                    SESSION_COOKIE,
+                    s.token.expose(),
+                    Some(s.max_age(st.app.now())),
+                ),
             );
             h.append(header::SET_COOKIE, clear_cookie(PRE_COOKIE));
             resp
         }
         Err(e) => {
             let status = crate::error::status_of(&e);
-            let mut resp = sign_in_page(&headers, status, f.username, Some(crate::error::public_message(&e)), None);
-            if let SupError::Auth(gantry_supervisor::auth::AuthError::Throttled { retry_after, .. }) = e
+            let mut resp = sign_in_page(
+                &headers,
+                status,
+                f.username,
+                Some(crate::error::public_message(&e)),
+                None,
+            );
+            if let SupError::Auth(gantry_supervisor::auth::AuthError::Throttled {
+                retry_after, ..
+            }) = e
                 && let Ok(v) = http::HeaderValue::from_str(&retry_after.to_string())
             {
                 resp.headers_mut().insert(header::RETRY_AFTER, v);
@@ -180,12 +206,21 @@ pub(crate) async fn dashboard(State(st): State<AppState>, u: HtmlUser) -> Respon
 
 // --- domains ---
 
-fn domains_page(st: &AppState, u: &HtmlUser, form: FormState, status: StatusCode, notice: Option<Notice>) -> Response {
+fn domains_page(
+    st: &AppState,
+    u: &HtmlUser,
+    form: FormState,
+    status: StatusCode,
+    notice: Option<Notice>,
+) -> Response {
     match st.app.domains() {
         Ok(domains) => {
             let mut l = layout("Domains", "/domains", u).notice(notice);
             // Issuance runs in the background: reload while something is in progress.
-            if domains.iter().any(|d| matches!(d.status, "issuing" | "waiting")) {
+            if domains
+                .iter()
+                .any(|d| matches!(d.status, "issuing" | "waiting"))
+            {
                 l.refresh = Some(2);
             }
             render(
@@ -202,8 +237,18 @@ fn domains_page(st: &AppState, u: &HtmlUser, form: FormState, status: StatusCode
     }
 }
 
-pub(crate) async fn domains_get(State(st): State<AppState>, u: HtmlUser, Query(flash): Query<Flash>) -> Response {
-    domains_page(&st, &u, FormState::default(), StatusCode::OK, flash.notice())
+pub(crate) async fn domains_get(
+    State(st): State<AppState>,
+    u: HtmlUser,
+    Query(flash): Query<Flash>,
+) -> Response {
+    domains_page(
+        &st,
+        &u,
+        FormState::default(),
+        StatusCode::OK,
+        flash.notice(),
+    )
 }
 
 #[derive(Deserialize)]
@@ -214,7 +259,11 @@ pub(crate) struct DomainForm {
     domain: String,
 }
 
-pub(crate) async fn domains_add(State(st): State<AppState>, u: HtmlUser, Form(f): Form<DomainForm>) -> Response {
+pub(crate) async fn domains_add(
+    State(st): State<AppState>,
+    u: HtmlUser,
+    Form(f): Form<DomainForm>,
+) -> Response {
     if let Err(e) = check_form_csrf(&st.app, &u.session, &f.csrf) {
         return page_error(&e, "/domains");
     }
@@ -247,7 +296,13 @@ pub(crate) async fn domains_remove(
 
 // --- certificates ---
 
-fn certificates_page(st: &AppState, u: &HtmlUser, form: FormState, status: StatusCode, notice: Option<Notice>) -> Response {
+fn certificates_page(
+    st: &AppState,
+    u: &HtmlUser,
+    form: FormState,
+    status: StatusCode,
+    notice: Option<Notice>,
+) -> Response {
     match st.app.certificates() {
         Ok(certs) => render(
             status,
@@ -262,8 +317,18 @@ fn certificates_page(st: &AppState, u: &HtmlUser, form: FormState, status: Statu
     }
 }
 
-pub(crate) async fn certificates_get(State(st): State<AppState>, u: HtmlUser, Query(flash): Query<Flash>) -> Response {
-    certificates_page(&st, &u, FormState::default(), StatusCode::OK, flash.notice())
+pub(crate) async fn certificates_get(
+    State(st): State<AppState>,
+    u: HtmlUser,
+    Query(flash): Query<Flash>,
+) -> Response {
+    certificates_page(
+        &st,
+        &u,
+        FormState::default(),
+        StatusCode::OK,
+        flash.notice(),
+    )
 }
 
 pub(crate) async fn certificates_renew(
@@ -284,14 +349,28 @@ pub(crate) async fn certificates_renew(
     }
 }
 
-pub(crate) async fn certificates_upload(State(st): State<AppState>, u: HtmlUser, mp: Multipart) -> Response {
+pub(crate) async fn certificates_upload(
+    State(st): State<AppState>,
+    u: HtmlUser,
+    mp: Multipart,
+) -> Response {
     let mut f = match multipart_fields(mp).await {
         Ok(f) => f,
         Err(e) => {
-            return certificates_page(&st, &u, FormState::default().error_from(&e), StatusCode::BAD_REQUEST, None);
+            return certificates_page(
+                &st,
+                &u,
+                FormState::default().error_from(&e),
+                StatusCode::BAD_REQUEST,
+                None,
+            );
         }
     };
-    if let Err(e) = check_form_csrf(&st.app, &u.session, f.get("_csrf").map_or("", String::as_str)) {
+    if let Err(e) = check_form_csrf(
+        &st.app,
+        &u.session,
+        f.get("_csrf").map_or("", String::as_str),
+    ) {
         return page_error(&e, "/certificates");
     }
     let domain = f.remove("domain").unwrap_or_default();
@@ -302,7 +381,8 @@ pub(crate) async fn certificates_upload(State(st): State<AppState>, u: HtmlUser,
     match blocking(move || app.upload_certificate(&d2, &c2, key.expose())).await {
         Ok(_) => Redirect::to("/certificates?ok=cert-uploaded").into_response(),
         Err(e) => {
-            let form = FormState::with_values([("domain", domain), ("chain_pem", chain)]).error_from(&e);
+            let form =
+                FormState::with_values([("domain", domain), ("chain_pem", chain)]).error_from(&e);
             certificates_page(&st, &u, form, crate::error::status_of(&e), None)
         }
     }
@@ -343,7 +423,13 @@ struct SettingsForms {
     new_token: Option<String>,
 }
 
-fn settings_page(st: &AppState, u: &HtmlUser, forms: SettingsForms, status: StatusCode, notice: Option<Notice>) -> Response {
+fn settings_page(
+    st: &AppState,
+    u: &HtmlUser,
+    forms: SettingsForms,
+    status: StatusCode,
+    notice: Option<Notice>,
+) -> Response {
     let s = match st.app.settings(&u.user) {
         Ok(s) => s,
         Err(e) => return page_error(&e, "/"),
@@ -368,8 +454,18 @@ fn settings_page(st: &AppState, u: &HtmlUser, forms: SettingsForms, status: Stat
     )
 }
 
-pub(crate) async fn settings_get(State(st): State<AppState>, u: HtmlUser, Query(flash): Query<Flash>) -> Response {
-    settings_page(&st, &u, SettingsForms::default(), StatusCode::OK, flash.notice())
+pub(crate) async fn settings_get(
+    State(st): State<AppState>,
+    u: HtmlUser,
+    Query(flash): Query<Flash>,
+) -> Response {
+    settings_page(
+        &st,
+        &u,
+        SettingsForms::default(),
+        StatusCode::OK,
+        flash.notice(),
+    )
 }
 
 #[derive(Deserialize)]
@@ -394,8 +490,12 @@ pub(crate) async fn settings_password(
     let app = st.app.clone();
     let session = u.session.clone();
     let result = blocking(move || {
-        app.auth()
-            .change_password(&session, f.current_password.expose(), f.new_password.expose(), ip)
+        app.auth().change_password(
+            &session,
+            f.current_password.expose(),
+            f.new_password.expose(),
+            ip,
+        )
     })
     .await;
     match result {
@@ -403,7 +503,11 @@ pub(crate) async fn settings_password(
             let mut resp = Redirect::to("/settings?ok=password-changed").into_response();
             resp.headers_mut().append(
                 header::SET_COOKIE,
-                set_cookie(SESSION_COOKIE, fresh.token.expose(), Some(fresh.max_age(st.app.now()))),
+                set_cookie(
+                    SESSION_COOKIE,
+                    fresh.token.expose(),
+                    Some(fresh.max_age(st.app.now())),
+                ),
             );
             resp
         }
@@ -430,7 +534,11 @@ pub(crate) struct EmailForm {
     email: String,
 }
 
-pub(crate) async fn settings_acme(State(st): State<AppState>, u: HtmlUser, Form(f): Form<EmailForm>) -> Response {
+pub(crate) async fn settings_acme(
+    State(st): State<AppState>,
+    u: HtmlUser,
+    Form(f): Form<EmailForm>,
+) -> Response {
     if let Err(e) = check_form_csrf(&st.app, &u.session, &f.csrf) {
         return page_error(&e, "/settings");
     }
@@ -454,7 +562,11 @@ pub(crate) struct TokenNameForm {
     name: String,
 }
 
-pub(crate) async fn settings_token_create(State(st): State<AppState>, u: HtmlUser, Form(f): Form<TokenNameForm>) -> Response {
+pub(crate) async fn settings_token_create(
+    State(st): State<AppState>,
+    u: HtmlUser,
+    Form(f): Form<TokenNameForm>,
+) -> Response {
     if let Err(e) = check_form_csrf(&st.app, &u.session, &f.csrf) {
         return page_error(&e, "/settings");
     }

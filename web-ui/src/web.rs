@@ -289,8 +289,7 @@ pub(crate) fn check_form_csrf(
 pub(crate) fn check_pre_csrf(headers: &HeaderMap, presented: &str) -> Result<(), SupError> {
     match cookie(headers, PRE_COOKIE) {
         Some(c)
-            if !c.is_empty()
-                && gantry_supervisor::auth::token::constant_time_eq(c, presented) =>
+            if !c.is_empty() && gantry_supervisor::auth::token::constant_time_eq(c, presented) =>
         {
             Ok(())
         }
@@ -383,7 +382,10 @@ pub(crate) async fn security_headers(
     );
     // `same-origin`, not `no-referrer`: with the latter, Chromium sends `Origin: null` on form
     // posts, which the origin check must refuse.
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
     h.insert(
         "cross-origin-opener-policy",
         HeaderValue::from_static("same-origin"),
@@ -424,7 +426,10 @@ mod tests {
             c.to_str().unwrap(),
             "__Host-gantry=v; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=60"
         );
-        h.insert(header::HOST, HeaderValue::from_static("Chat.Example.com:8443"));
+        h.insert(
+            header::HOST,
+            HeaderValue::from_static("Chat.Example.com:8443"),
+        );
         assert_eq!(host_of(&h).as_deref(), Some("chat.example.com:8443"));
         assert_eq!(hostname("chat.example.com:8443"), "chat.example.com");
         assert_eq!(hostname("[::1]:8443"), "::1");

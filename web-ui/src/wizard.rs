@@ -124,7 +124,11 @@ pub(crate) async fn token_submit(
             let mut resp = Redirect::to("/setup/admin").into_response();
             resp.headers_mut().append(
                 header::SET_COOKIE,
-                set_cookie(SESSION_COOKIE, s.token.expose(), Some(s.max_age(st.app.now()))),
+                set_cookie(
+                    SESSION_COOKIE,
+                    s.token.expose(),
+                    Some(s.max_age(st.app.now())),
+                ),
             );
             resp
         }
@@ -143,7 +147,12 @@ fn csrf_refused() -> Response {
 /// Redirects to the first missing step before `step` (by name), if any.
 fn require_before(st: &AppState, s: &SessionRecord, step: &str) -> Option<Response> {
     let order = ["admin", "domain", "rocketchat", "summary"];
-    let missing = st.app.setup_draft(s).ok()?.missing_step().unwrap_or("summary");
+    let missing = st
+        .app
+        .setup_draft(s)
+        .ok()?
+        .missing_step()
+        .unwrap_or("summary");
     let pos = |n: &str| order.iter().position(|o| *o == n).unwrap_or(0);
     (pos(missing) < pos(step)).then(|| Redirect::to(&format!("/setup/{missing}")).into_response())
 }
@@ -161,7 +170,10 @@ fn admin_page(s: &SessionRecord, form: FormState, status: StatusCode) -> Respons
     )
 }
 
-pub(crate) async fn admin_get(State(st): State<AppState>, SetupSession(s): SetupSession) -> Response {
+pub(crate) async fn admin_get(
+    State(st): State<AppState>,
+    SetupSession(s): SetupSession,
+) -> Response {
     let v = st.app.setup_draft_view(&s).unwrap_or_default();
     let form = FormState::with_values(v.admin_username.map(|u| ("username", u)));
     admin_page(&s, form, StatusCode::OK)
@@ -194,8 +206,12 @@ pub(crate) async fn admin_post(
 
 fn domain_page(st: &AppState, s: &SessionRecord, form: FormState, status: StatusCode) -> Response {
     let hint = |m: CertMode| match m {
-        CertMode::Letsencrypt => " Trusted by every browser. Needs the domain's DNS pointing here and ports 80 or 443 reachable from the internet.",
-        CertMode::LetsencryptStaging => " Same checks as Let's Encrypt, but browsers warn: for trying the setup out.",
+        CertMode::Letsencrypt => {
+            " Trusted by every browser. Needs the domain's DNS pointing here and ports 80 or 443 reachable from the internet."
+        }
+        CertMode::LetsencryptStaging => {
+            " Same checks as Let's Encrypt, but browsers warn: for trying the setup out."
+        }
         CertMode::SelfSigned => " Works offline; browsers warn until you trust it yourself.",
         CertMode::Upload => " A certificate from your own CA or another provider (below).",
     };
@@ -215,7 +231,10 @@ fn domain_page(st: &AppState, s: &SessionRecord, form: FormState, status: Status
     )
 }
 
-pub(crate) async fn domain_get(State(st): State<AppState>, SetupSession(s): SetupSession) -> Response {
+pub(crate) async fn domain_get(
+    State(st): State<AppState>,
+    SetupSession(s): SetupSession,
+) -> Response {
     if let Some(r) = require_before(&st, &s, "domain") {
         return r;
     }
@@ -241,7 +260,9 @@ pub(crate) async fn domain_get(State(st): State<AppState>, SetupSession(s): Setu
 
 /// Reads a multipart form into text fields; a non-empty `*_file` upload replaces the pasted
 /// text of its field (`chain_file` -> `chain_pem`).
-pub(crate) async fn multipart_fields(mut mp: Multipart) -> Result<HashMap<String, String>, SupError> {
+pub(crate) async fn multipart_fields(
+    mut mp: Multipart,
+) -> Result<HashMap<String, String>, SupError> {
     const MAX_FIELD: usize = 256 * 1024;
     let bad = |m: String| SupError::Invalid(m);
     let mut fields = HashMap::new();
@@ -257,7 +278,10 @@ pub(crate) async fn multipart_fields(mut mp: Multipart) -> Result<HashMap<String
             .await
             .map_err(|e| bad(format!("the form could not be read: {e}")))?;
         if bytes.len() > MAX_FIELD {
-            return Err(bad(format!("`{name}` is larger than {} KiB", MAX_FIELD / 1024)));
+            return Err(bad(format!(
+                "`{name}` is larger than {} KiB",
+                MAX_FIELD / 1024
+            )));
         }
         let text = String::from_utf8(bytes.to_vec())
             .map_err(|_| bad(format!("`{name}` is not text (PEM files are text)")))?;
@@ -280,9 +304,20 @@ pub(crate) async fn domain_post(
 ) -> Response {
     let mut f = match multipart_fields(mp).await {
         Ok(f) => f,
-        Err(e) => return domain_page(&st, &s, FormState::default().error_from(&e), StatusCode::BAD_REQUEST),
+        Err(e) => {
+            return domain_page(
+                &st,
+                &s,
+                FormState::default().error_from(&e),
+                StatusCode::BAD_REQUEST,
+            );
+        }
     };
-    if !st.app.auth().csrf_ok(&s, f.get("_csrf").map(String::as_str)) {
+    if !st
+        .app
+        .auth()
+        .csrf_ok(&s, f.get("_csrf").map(String::as_str))
+    {
         return csrf_refused();
     }
     let take = |f: &mut HashMap<String, String>, k: &str| f.remove(k).unwrap_or_default();
@@ -290,7 +325,10 @@ pub(crate) async fn domain_post(
         domain: take(&mut f, "domain"),
         cert_mode: take(&mut f, "cert_mode"),
         email: take(&mut f, "email"),
-        accept_terms: matches!(f.get("accept_terms").map(String::as_str), Some("on" | "true")),
+        accept_terms: matches!(
+            f.get("accept_terms").map(String::as_str),
+            Some("on" | "true")
+        ),
         chain_pem: take(&mut f, "chain_pem"),
         key_pem: Secret::new(take(&mut f, "key_pem")),
     };
@@ -373,7 +411,10 @@ pub(crate) async fn chat_admin_post(
     }
 }
 
-pub(crate) async fn summary_get(State(st): State<AppState>, SetupSession(s): SetupSession) -> Response {
+pub(crate) async fn summary_get(
+    State(st): State<AppState>,
+    SetupSession(s): SetupSession,
+) -> Response {
     if let Some(r) = require_before(&st, &s, "summary") {
         return r;
     }
@@ -426,7 +467,11 @@ pub(crate) async fn finish_post(
 }
 
 /// `GET /setup/progress` (admin side, signed in).
-pub(crate) async fn progress_get(State(st): State<AppState>, headers: HeaderMap, u: Result<HtmlUser, Response>) -> Response {
+pub(crate) async fn progress_get(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    u: Result<HtmlUser, Response>,
+) -> Response {
     if st.side == Side::App {
         return to_admin(&st, &headers, "/setup/progress");
     }

@@ -22,8 +22,7 @@ use std::sync::Arc;
 use crate::Error;
 use crate::clock::Clock;
 use crate::store::{
-    ApiTokenRecord, EventLevel, SETTING_SETUP_TOKEN, SessionKind, SessionRecord, Store,
-    UserRecord,
+    ApiTokenRecord, EventLevel, SETTING_SETUP_TOKEN, SessionKind, SessionRecord, Store, UserRecord,
 };
 pub use throttle::{Denied, ThrottlePolicy};
 use throttle::{Throttle, ip_key};
@@ -36,7 +35,9 @@ pub enum AuthError {
     BadCredentials,
     #[error("{}", throttled_message(*retry_after, *locked))]
     Throttled { retry_after: i64, locked: bool },
-    #[error("this setup token is not valid: copy it again from the console or from DATA/setup-token")]
+    #[error(
+        "this setup token is not valid: copy it again from the console or from DATA/setup-token"
+    )]
     BadSetupToken,
     #[error("setup is already complete: sign in instead")]
     SetupDone,
@@ -338,7 +339,10 @@ impl Auth {
                 EventLevel::Warning,
                 "auth.throttled",
                 Some(name),
-                &format!("sign-in refused by the throttle for {ip} (retry in {} s)", d.retry_after),
+                &format!(
+                    "sign-in refused by the throttle for {ip} (retry in {} s)",
+                    d.retry_after
+                ),
             );
             return Err(AuthError::Throttled {
                 retry_after: d.retry_after,
@@ -388,7 +392,12 @@ impl Auth {
     pub fn sign_out(&self, session: &SessionRecord) -> Result<(), Error> {
         self.store.delete_session(session.id)?;
         if let Some(u) = &session.user {
-            self.event(EventLevel::Info, "auth.sign_out", Some(&u.username), "signed out");
+            self.event(
+                EventLevel::Info,
+                "auth.sign_out",
+                Some(&u.username),
+                "signed out",
+            );
         }
         Ok(())
     }
@@ -547,9 +556,15 @@ mod tests {
         let (_d, store, clock, a) = auth();
         let t = a.ensure_setup_token(None).unwrap().unwrap();
         // Reused while the file still holds it; replaced when the file is wrong.
-        assert_eq!(a.ensure_setup_token(Some(t.expose())).unwrap(), Some(t.clone()));
+        assert_eq!(
+            a.ensure_setup_token(Some(t.expose())).unwrap(),
+            Some(t.clone())
+        );
         let wrong = a.begin_setup("aaaaa-bbbbb-ccccc-ddddd", IP).unwrap_err();
-        assert!(matches!(wrong, Error::Auth(AuthError::BadSetupToken)), "{wrong}");
+        assert!(
+            matches!(wrong, Error::Auth(AuthError::BadSetupToken)),
+            "{wrong}"
+        );
         // Typed with capitals and spaces instead of dashes is fine.
         let typed = t.expose().to_uppercase().replace('-', " ");
         let s = a.begin_setup(&typed, IP).unwrap();
@@ -583,8 +598,12 @@ mod tests {
     fn sign_in_sessions_expiry_and_throttle() {
         let (_d, store, clock, a) = auth();
         let user = complete(&store, &clock);
-        let s1 = a.sign_in("ADMIN", "violet-otter-carries-lamps", IP).unwrap();
-        let s2 = a.sign_in("admin", "violet-otter-carries-lamps", IP).unwrap();
+        let s1 = a
+            .sign_in("ADMIN", "violet-otter-carries-lamps", IP)
+            .unwrap();
+        let s2 = a
+            .sign_in("admin", "violet-otter-carries-lamps", IP)
+            .unwrap();
         // A new id at every sign-in.
         assert_ne!(s1.token, s2.token);
         assert_ne!(s1.session.csrf_token, s2.session.csrf_token);
@@ -598,7 +617,9 @@ mod tests {
         clock.advance(Duration::from_secs(3601));
         assert!(a.session(s1.token.expose()).unwrap().is_none());
         // Absolute expiry, even when used.
-        let s3 = a.sign_in("admin", "violet-otter-carries-lamps", IP).unwrap();
+        let s3 = a
+            .sign_in("admin", "violet-otter-carries-lamps", IP)
+            .unwrap();
         for _ in 0..15 {
             clock.advance(Duration::from_secs(3000));
             let _ = a.session(s3.token.expose()).unwrap();
@@ -618,13 +639,21 @@ mod tests {
         assert!(matches!(e, Error::Auth(AuthError::Throttled { .. })), "{e}");
         // Per username too: another address is refused for the same account.
         let e = a
-            .sign_in("admin", "violet-otter-carries-lamps", "198.51.100.7".parse().unwrap())
+            .sign_in(
+                "admin",
+                "violet-otter-carries-lamps",
+                "198.51.100.7".parse().unwrap(),
+            )
             .unwrap_err();
         assert!(matches!(e, Error::Auth(AuthError::Throttled { .. })), "{e}");
         // Unknown users fail the same way.
         assert!(matches!(
-            a.sign_in("nobody", "violet-otter-carries-lamps", "198.51.100.8".parse().unwrap())
-                .unwrap_err(),
+            a.sign_in(
+                "nobody",
+                "violet-otter-carries-lamps",
+                "198.51.100.8".parse().unwrap()
+            )
+            .unwrap_err(),
             Error::Auth(AuthError::BadCredentials)
         ));
     }
@@ -633,12 +662,25 @@ mod tests {
     fn password_change_and_api_tokens() {
         let (_d, store, clock, a) = auth();
         let user = complete(&store, &clock);
-        let s1 = a.sign_in("admin", "violet-otter-carries-lamps", IP).unwrap();
-        let s2 = a.sign_in("admin", "violet-otter-carries-lamps", IP).unwrap();
+        let s1 = a
+            .sign_in("admin", "violet-otter-carries-lamps", IP)
+            .unwrap();
+        let s2 = a
+            .sign_in("admin", "violet-otter-carries-lamps", IP)
+            .unwrap();
         let weak = a
             .change_password(&s1.session, "violet-otter-carries-lamps", "password123", IP)
             .unwrap_err();
-        assert!(matches!(weak, Error::Field { field: "new_password", .. }), "{weak}");
+        assert!(
+            matches!(
+                weak,
+                Error::Field {
+                    field: "new_password",
+                    ..
+                }
+            ),
+            "{weak}"
+        );
         assert!(matches!(
             a.change_password(&s1.session, "nope", "granite-heron-sings-softly", IP)
                 .unwrap_err(),
@@ -655,7 +697,8 @@ mod tests {
         assert!(a.session(fresh.token.expose()).unwrap().is_some());
         assert!(a.session(s1.token.expose()).unwrap().is_none());
         assert!(a.session(s2.token.expose()).unwrap().is_none());
-        a.sign_in("admin", "granite-heron-sings-softly", IP).unwrap();
+        a.sign_in("admin", "granite-heron-sings-softly", IP)
+            .unwrap();
 
         let (t, rec) = a.create_api_token(&user, "ci").unwrap();
         assert_eq!(a.bearer(t.expose()).unwrap().unwrap().id, user.id);

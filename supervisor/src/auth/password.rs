@@ -102,7 +102,7 @@ pub fn weakness(password: &str, username: Option<&str>) -> Option<String> {
     }
     // The core repeated ("passwordpassword", "qwertyqwerty").
     for unit in 1..=core.len() / 2 {
-        if core.len() % unit == 0
+        if core.len().is_multiple_of(unit)
             && core.is_char_boundary(unit)
             && core[..unit].repeat(core.len() / unit) == core
             && (unit < 4 || list.contains(&core[..unit]))

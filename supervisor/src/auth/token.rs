@@ -4,8 +4,8 @@ use std::fmt;
 
 use base64::Engine as _;
 use rand::RngCore;
-use rand::rngs::OsRng;
 use rand::TryRngCore;
+use rand::rngs::OsRng;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -139,6 +139,9 @@ mod tests {
         assert!(constant_time_eq("abc", "abc"));
         assert!(!constant_time_eq("abc", "abd"));
         assert!(!constant_time_eq("abc", "ab"));
-        assert_eq!(format!("{:?}", Secret::new("hunter2")), "Secret(<redacted>)");
+        assert_eq!(
+            format!("{:?}", Secret::new("hunter2")),
+            "Secret(<redacted>)"
+        );
     }
 }

@@ -448,7 +448,10 @@ mod tests {
             store.setting("chat.domain").unwrap().as_deref(),
             Some("chat.example.com")
         );
-        assert!(store.session_by_hash("h-setup").unwrap().is_none(), "{setup}");
+        assert!(
+            store.session_by_hash("h-setup").unwrap().is_none(),
+            "{setup}"
+        );
         // A second completion is refused and changes nothing.
         let again = SetupCompletion {
             username: "other",
@@ -474,7 +477,10 @@ mod tests {
         store.set_password(user.id, "new", Some(s1), 6).unwrap();
         assert!(store.session_by_hash("h1").unwrap().is_some());
         assert!(store.session_by_hash("h2").unwrap().is_none(), "{s2}");
-        assert_eq!(store.password_hash(user.id).unwrap().as_deref(), Some("new"));
+        assert_eq!(
+            store.password_hash(user.id).unwrap().as_deref(),
+            Some("new")
+        );
 
         // Idle expiry (idle 10 s: last seen at 5, now 15) removes it.
         assert_eq!(store.delete_expired_sessions(15, 10).unwrap(), 1);

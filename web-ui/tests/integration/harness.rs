@@ -66,7 +66,14 @@ impl Resp {
         let i = self
             .body
             .find("name=\"_csrf\" value=\"")
-            .unwrap_or_else(|| panic!("no _csrf field ({} {}): {}", self.status, self.location(), self.body))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no _csrf field ({} {}): {}",
+                    self.status,
+                    self.location(),
+                    self.body
+                )
+            })
             + 20;
         self.body[i..].split('"').next().unwrap().to_owned()
     }
@@ -105,7 +112,10 @@ impl TestApp {
         let token = daemon.setup_token().unwrap().expose().to_owned();
         // The proxy's routes to the web UI (the handlers are called directly here).
         daemon
-            .attach_web_ui("127.0.0.1:9".parse().unwrap(), "127.0.0.1:9".parse().unwrap())
+            .attach_web_ui(
+                "127.0.0.1:9".parse().unwrap(),
+                "127.0.0.1:9".parse().unwrap(),
+            )
             .unwrap();
         let cancel = CancellationToken::new();
         let admin = gantry_web_ui::admin_router(daemon.appliance().clone(), cancel.clone());
@@ -140,7 +150,11 @@ impl TestApp {
     }
 
     pub(crate) async fn send(&mut self, req: Request<Body>, app_side: bool) -> Resp {
-        let router = if app_side { &self.app_side } else { &self.admin };
+        let router = if app_side {
+            &self.app_side
+        } else {
+            &self.admin
+        };
         let resp = router.clone().oneshot(req).await.unwrap();
         let status = resp.status();
         let headers = resp.headers().clone();
@@ -148,7 +162,12 @@ impl TestApp {
             let c = c.to_str().unwrap();
             let (kv, attrs) = c.split_once(';').unwrap_or((c, ""));
             let (k, v) = kv.split_once('=').unwrap();
-            assert!(attrs.contains("HttpOnly") && attrs.contains("Secure") && attrs.contains("SameSite=Strict"), "{c}");
+            assert!(
+                attrs.contains("HttpOnly")
+                    && attrs.contains("Secure")
+                    && attrs.contains("SameSite=Strict"),
+                "{c}"
+            );
             if v.is_empty() {
                 self.jar.remove(k);
             } else {
@@ -220,7 +239,13 @@ impl TestApp {
         self.send(r, false).await
     }
 
-    pub(crate) async fn api(&mut self, method: Method, path: &str, body: Option<serde_json::Value>, extra: &[(&str, &str)]) -> Resp {
+    pub(crate) async fn api(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+        extra: &[(&str, &str)],
+    ) -> Resp {
         let mut b = self.request(method, path);
         for (k, v) in extra {
             b = b.header(*k, *v);
@@ -240,20 +265,31 @@ impl TestApp {
         let r = self.get("/setup").await;
         let csrf = r.csrf();
         let token = self.token.clone();
-        let r = self.post_form("/setup", &[("_csrf", &csrf), ("token", &token)]).await;
+        let r = self
+            .post_form("/setup", &[("_csrf", &csrf), ("token", &token)])
+            .await;
         assert_eq!(r.location(), "/setup/admin", "{}", r.body);
         let csrf = self.get("/setup/admin").await.csrf();
         let r = self
             .post_form(
                 "/setup/admin",
-                &[("_csrf", &csrf), ("username", "admin"), ("password", ADMIN_PASSWORD), ("password_confirm", ADMIN_PASSWORD)],
+                &[
+                    ("_csrf", &csrf),
+                    ("username", "admin"),
+                    ("password", ADMIN_PASSWORD),
+                    ("password_confirm", ADMIN_PASSWORD),
+                ],
             )
             .await;
         assert_eq!(r.location(), "/setup/domain", "{}", r.body);
         let r = self
             .post_multipart(
                 "/setup/domain",
-                &[("_csrf", &csrf), ("domain", "chat.example.test"), ("cert_mode", "self-signed")],
+                &[
+                    ("_csrf", &csrf),
+                    ("domain", "chat.example.test"),
+                    ("cert_mode", "self-signed"),
+                ],
             )
             .await;
         assert_eq!(r.location(), "/setup/rocketchat", "{}", r.body);
@@ -279,8 +315,11 @@ impl TestApp {
 
     pub(crate) async fn sign_in(&mut self, user: &str, password: &str) -> Resp {
         let csrf = self.get("/sign-in").await.csrf();
-        self.post_form("/sign-in", &[("_csrf", &csrf), ("username", user), ("password", password)])
-            .await
+        self.post_form(
+            "/sign-in",
+            &[("_csrf", &csrf), ("username", user), ("password", password)],
+        )
+        .await
     }
 
     /// The signed-in session's CSRF token (from a page's forms).
@@ -292,7 +331,10 @@ impl TestApp {
     pub(crate) async fn wait_for<F: FnMut(&TestApp) -> bool>(&self, what: &str, mut f: F) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while !f(self) {
-            assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     }
@@ -301,7 +343,9 @@ impl TestApp {
 pub(crate) fn enc(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()

@@ -12,7 +12,9 @@ async fn csrf_missing_or_wrong_is_refused() {
     let r = t.post_form("/setup", &[("token", &token)]).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "no CSRF value");
     let _ = t.get("/setup").await;
-    let r = t.post_form("/setup", &[("_csrf", "wrong"), ("token", &token)]).await;
+    let r = t
+        .post_form("/setup", &[("_csrf", "wrong"), ("token", &token)])
+        .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "wrong CSRF value");
     t.complete_setup().await;
     let good = t.session_csrf().await;
@@ -30,27 +32,65 @@ async fn csrf_missing_or_wrong_is_refused() {
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     // The API with the cookie needs X-CSRF-Token on state changes (not on reads).
     let body = serde_json::json!({"domain": "y.example.test"});
-    let r = t.api(Method::POST, "/api/v1/domains", Some(body.clone()), &[]).await;
+    let r = t
+        .api(Method::POST, "/api/v1/domains", Some(body.clone()), &[])
+        .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert_eq!(r.json()["error"]["code"], "csrf");
-    let r = t.api(Method::POST, "/api/v1/domains", Some(body.clone()), &[("x-csrf-token", "nope")]).await;
+    let r = t
+        .api(
+            Method::POST,
+            "/api/v1/domains",
+            Some(body.clone()),
+            &[("x-csrf-token", "nope")],
+        )
+        .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
-    assert_eq!(t.api(Method::GET, "/api/v1/domains", None, &[]).await.status, StatusCode::OK);
+    assert_eq!(
+        t.api(Method::GET, "/api/v1/domains", None, &[])
+            .await
+            .status,
+        StatusCode::OK
+    );
     // A cross-site origin is refused even with the right token.
     let r = t
-        .api(Method::POST, "/api/v1/domains", Some(body.clone()), &[("x-csrf-token", &good), ("origin", "https://evil.example")])
+        .api(
+            Method::POST,
+            "/api/v1/domains",
+            Some(body.clone()),
+            &[("x-csrf-token", &good), ("origin", "https://evil.example")],
+        )
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     for (h, v) in [("origin", "null"), ("sec-fetch-site", "cross-site")] {
         let r = t
-            .api(Method::POST, "/api/v1/domains", Some(body.clone()), &[("x-csrf-token", &good), (h, v)])
+            .api(
+                Method::POST,
+                "/api/v1/domains",
+                Some(body.clone()),
+                &[("x-csrf-token", &good), (h, v)],
+            )
             .await;
         assert_eq!(r.status, StatusCode::FORBIDDEN, "{h}: {v}");
     }
-    let r = t.api(Method::POST, "/api/v1/domains", Some(body), &[("x-csrf-token", &good)]).await;
+    let r = t
+        .api(
+            Method::POST,
+            "/api/v1/domains",
+            Some(body),
+            &[("x-csrf-token", &good)],
+        )
+        .await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
     // Nothing was added by the refused requests.
-    let names: Vec<String> = t.daemon.appliance().domains().unwrap().into_iter().map(|d| d.name).collect();
+    let names: Vec<String> = t
+        .daemon
+        .appliance()
+        .domains()
+        .unwrap()
+        .into_iter()
+        .map(|d| d.name)
+        .collect();
     assert!(!names.contains(&"x.example.test".to_owned()), "{names:?}");
 }
 
@@ -63,7 +103,9 @@ async fn setup_token_cannot_be_reused() {
     t.jar.clear();
     let r = t.get("/setup").await;
     assert_eq!(r.location(), "/");
-    let r = t.post_form("/setup", &[("_csrf", "x"), ("token", &token)]).await;
+    let r = t
+        .post_form("/setup", &[("_csrf", "x"), ("token", &token)])
+        .await;
     assert_eq!(r.location(), "/");
     // ...and the API refuses the token too.
     let body = serde_json::json!({
@@ -88,24 +130,48 @@ async fn setup_through_the_api() {
         "chat": {"domain": "chat.example.test", "cert_mode": "self-signed"},
         "rocketchat": {"name": "RC", "username": "rc", "email": "rc@example.test", "password": CHAT_PASSWORD},
     });
-    let r = t.api(Method::POST, "/api/v1/setup", Some(body.clone()), &[]).await;
-    assert_eq!((r.status, r.json()["error"]["code"].clone()), (StatusCode::FORBIDDEN, "bad_setup_token".into()));
+    let r = t
+        .api(Method::POST, "/api/v1/setup", Some(body.clone()), &[])
+        .await;
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].clone()),
+        (StatusCode::FORBIDDEN, "bad_setup_token".into())
+    );
     body["token"] = t.token.clone().into();
     body["admin"]["password"] = "password".into();
-    let r = t.api(Method::POST, "/api/v1/setup", Some(body.clone()), &[]).await;
+    let r = t
+        .api(Method::POST, "/api/v1/setup", Some(body.clone()), &[])
+        .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(r.json()["error"]["field"], "password");
     body["admin"]["password"] = ADMIN_PASSWORD.into();
     let r = t.api(Method::POST, "/api/v1/setup", Some(body), &[]).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     let r = t
-        .api(Method::POST, "/api/v1/session", Some(serde_json::json!({"username": "admin", "password": ADMIN_PASSWORD})), &[])
+        .api(
+            Method::POST,
+            "/api/v1/session",
+            Some(serde_json::json!({"username": "admin", "password": ADMIN_PASSWORD})),
+            &[],
+        )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let csrf = r.json()["csrf_token"].as_str().unwrap().to_owned();
-    let r = t.api(Method::DELETE, "/api/v1/session", None, &[("x-csrf-token", &csrf)]).await;
+    let r = t
+        .api(
+            Method::DELETE,
+            "/api/v1/session",
+            None,
+            &[("x-csrf-token", &csrf)],
+        )
+        .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
-    assert_eq!(t.api(Method::GET, "/api/v1/session", None, &[]).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        t.api(Method::GET, "/api/v1/session", None, &[])
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 #[tokio::test]
@@ -131,7 +197,12 @@ async fn sign_in_throttling_engages() {
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
     // The API shares the same throttle.
     let r = t
-        .api(Method::POST, "/api/v1/session", Some(serde_json::json!({"username": "admin", "password": ADMIN_PASSWORD})), &[])
+        .api(
+            Method::POST,
+            "/api/v1/session",
+            Some(serde_json::json!({"username": "admin", "password": ADMIN_PASSWORD})),
+            &[],
+        )
         .await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
 }
@@ -143,7 +214,10 @@ async fn security_headers_on_every_response() {
         let r = t.get(path).await;
         let h = &r.headers;
         let csp = h.get("content-security-policy").unwrap().to_str().unwrap();
-        assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{path}: {csp}");
+        assert!(
+            csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+            "{path}: {csp}"
+        );
         assert!(csp.contains("frame-ancestors 'none'"));
         assert_eq!(h.get("x-frame-options").unwrap(), "DENY", "{path}");
         assert_eq!(h.get("x-content-type-options").unwrap(), "nosniff");
@@ -153,7 +227,11 @@ async fn security_headers_on_every_response() {
     }
     // No inline script anywhere in the pages.
     let r = t.get("/setup").await;
-    assert!(!r.body.contains("<script>") && !r.body.contains(" onclick="), "{}", r.body);
+    assert!(
+        !r.body.contains("<script>") && !r.body.contains(" onclick="),
+        "{}",
+        r.body
+    );
 }
 
 #[tokio::test]
@@ -163,26 +241,55 @@ async fn no_secrets_in_logs() {
     let setup_token = t.token.clone();
     t.complete_setup().await;
     let app = t.daemon.appliance().clone();
-    t.wait_for("install", |_| app.install_progress().borrow().finished).await;
+    t.wait_for("install", |_| app.install_progress().borrow().finished)
+        .await;
     let csrf = t.session_csrf().await;
     let session = t.jar.get("__Host-gantry").cloned().unwrap();
-    let r = t.post_form("/settings/tokens", &[("_csrf", &csrf), ("name", "logs")]).await;
+    let r = t
+        .post_form("/settings/tokens", &[("_csrf", &csrf), ("name", "logs")])
+        .await;
     let i = r.body.find("id=\"new-token\">").unwrap() + 15;
     let api_token = r.body[i..].split('<').next().unwrap().to_owned();
     let (chain, key, other) = cert_for("logs.example.test");
     let _ = t
-        .post_multipart("/certificates/upload", &[("_csrf", &csrf), ("domain", "logs.example.test"), ("chain_pem", &chain), ("key_pem", &other)])
+        .post_multipart(
+            "/certificates/upload",
+            &[
+                ("_csrf", &csrf),
+                ("domain", "logs.example.test"),
+                ("chain_pem", &chain),
+                ("key_pem", &other),
+            ],
+        )
         .await;
     let _ = t
-        .post_multipart("/certificates/upload", &[("_csrf", &csrf), ("domain", "logs.example.test"), ("chain_pem", &chain), ("key_pem", &key)])
+        .post_multipart(
+            "/certificates/upload",
+            &[
+                ("_csrf", &csrf),
+                ("domain", "logs.example.test"),
+                ("chain_pem", &chain),
+                ("key_pem", &key),
+            ],
+        )
         .await;
     let jar = std::mem::take(&mut t.jar);
     let r = t.sign_in("admin", "wrong-password-for-the-log").await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     t.jar = jar;
-    let _ = t.api(Method::GET, "/api/v1/domains", None, &[("authorization", &format!("Bearer {api_token}"))]).await;
+    let _ = t
+        .api(
+            Method::GET,
+            "/api/v1/domains",
+            None,
+            &[("authorization", &format!("Bearer {api_token}"))],
+        )
+        .await;
     let text = String::from_utf8_lossy(&log.lock().unwrap()).into_owned();
-    assert!(text.contains("setup.completed"), "the log capture does not work");
+    assert!(
+        text.contains("setup.completed"),
+        "the log capture does not work"
+    );
     let key_body = key.lines().nth(1).unwrap().to_owned();
     for (what, secret) in [
         ("admin password", ADMIN_PASSWORD),
