@@ -45,6 +45,11 @@ pub(crate) enum Command {
     },
     /// Run the appliance daemon: proxy, certificates, store and web UI (setup wizard, admin).
     Run(crate::run_cmd::RunArgs),
+    /// Certificates: issue with ACME, list, import.
+    Certs {
+        #[command(subcommand)]
+        command: crate::certs_cmd::CertsCommand,
+    },
 }
 
 pub(crate) fn init_tracing(format: LogFormat) {
@@ -68,6 +73,7 @@ impl Cli {
                 check,
             } => run_proxy(config, workers, check),
             Command::Run(args) => crate::run_cmd::run(args),
+            Command::Certs { command } => crate::certs_cmd::run(command),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! `gantry`: the appliance's one binary. Subcommands stay thin; the work is in the crates.
 
+mod certs_cmd;
 mod cli;
 mod run_cmd;
 

@@ -43,6 +43,11 @@ impl OffsetClock {
         self.offset.fetch_add(secs, Ordering::SeqCst);
     }
 
+    /// Sets the offset from the system clock (back to 0 for "now").
+    pub fn set_offset(&self, secs: i64) {
+        self.offset.store(secs, Ordering::SeqCst);
+    }
+
     /// The current offset from the system clock, in seconds.
     pub fn offset(&self) -> i64 {
         self.offset.load(Ordering::SeqCst)

@@ -44,5 +44,7 @@ pub mod daemon;
 mod error;
 pub mod setup;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use error::Error;

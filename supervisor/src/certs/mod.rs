@@ -202,8 +202,8 @@ pub fn load_stored(store: &Store, certs: &CertStore, now: i64) -> Result<usize, 
     Ok(n)
 }
 
-/// Human-readable UTC time for messages.
-pub(crate) fn fmt_time(unix: i64) -> String {
+/// Human-readable UTC time (`2026-11-23 07:11:35 UTC`) for messages.
+pub fn fmt_time(unix: i64) -> String {
     match time::OffsetDateTime::from_unix_timestamp(unix) {
         Ok(t) => format!(
             "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
@@ -279,6 +279,8 @@ pub struct CertManager {
     /// One issuance at a time: orders for the same domain never overlap.
     issuing: Mutex<()>,
     wake: Notify,
+    /// Set by [`CertManager::bootstrap`]; the periodic check keeps that certificate fresh.
+    identity: std::sync::Mutex<Option<MachineIdentity>>,
 }
 
 impl std::fmt::Debug for CertManager {
@@ -313,6 +315,7 @@ impl CertManager {
             account: Mutex::new(None),
             issuing: Mutex::new(()),
             wake: Notify::new(),
+            identity: std::sync::Mutex::new(None),
         }
     }
 
@@ -351,6 +354,9 @@ impl CertManager {
     /// Makes sure a self-signed certificate for the machine exists and is not near its end.
     /// Returns whether a new one was generated (and stored).
     pub fn bootstrap(&self, identity: &MachineIdentity) -> Result<bool, Error> {
+        if let Ok(mut id) = self.identity.lock() {
+            *id = Some(identity.clone());
+        }
         let now = self.clock.now();
         let names = identity.names();
         if let Some(cur) = self.store.current_self_signed()?
@@ -688,8 +694,12 @@ impl CertManager {
     /// One automatic pass: issues missing certificates and renews due ones, honouring the
     /// backoff and the throttle. Never fails as a whole; each domain reports its own outcome.
     pub async fn renew_due(&self) -> Result<Vec<(String, RenewalAction)>, Error> {
-        let now = self.clock.now();
-        self.store.fail_interrupted_attempts(now)?;
+        let identity = self.identity.lock().ok().and_then(|i| i.clone());
+        if let Some(identity) = identity
+            && self.bootstrap(&identity)?
+        {
+            self.install()?;
+        }
         let mut out = Vec::new();
         for domain in self.store.domains()? {
             let action = self.check_domain(&domain).await;
@@ -747,6 +757,13 @@ impl CertManager {
     /// Runs [`CertManager::renew_due`] now, then every `check_interval` or when woken, until
     /// `cancel` fires.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        // Attempts a previous process left `running` died with it (they still count for the
+        // throttle).
+        match self.store.fail_interrupted_attempts(self.clock.now()) {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(attempts = n, "ACME attempts interrupted by a stop"),
+            Err(e) => tracing::error!(error = %e, "cannot close interrupted attempts"),
+        }
         loop {
             let pass = tokio::select! {
                 r = self.renew_due() => r,
@@ -775,46 +792,15 @@ impl CertManager {
         self.wake.notify_one();
     }
 
-    /// Imports an operator's certificate for `domain` (added if new) after validating it; on
-    /// error nothing is stored. The certificate is served at once.
+    /// Imports an operator's certificate (see [`import`]) and serves it at once.
     pub fn import(
         &self,
         domain: &str,
         chain_pem: &str,
         key_pem: &str,
     ) -> Result<CertificateRecord, Error> {
-        let name = normalize_domain(domain)?;
-        let now = self.clock.now();
-        let info = validate_import(&name, chain_pem, key_pem, now)?;
-        let d = match self.store.domain(&name)? {
-            Some(d) => d,
-            None => self.store.upsert_domain(&name, &[], now)?,
-        };
-        let rec = self.store.insert_certificate(
-            &NewCertificate {
-                domain_id: Some(d.id),
-                source: CertSource::Uploaded,
-                names: &info.names,
-                chain_pem,
-                key_pem,
-                issuer: &info.issuer,
-                serial: &info.serial,
-                not_before: info.not_before,
-                not_after: info.not_after,
-            },
-            now,
-        )?;
+        let rec = import(&self.store, self.clock.now(), domain, chain_pem, key_pem)?;
         self.install()?;
-        self.event(
-            EventLevel::Info,
-            "certificate.imported",
-            Some(&name),
-            &format!(
-                "certificate imported for {}, valid until {}",
-                info.names.join(", "),
-                fmt_time(info.not_after)
-            ),
-        );
         Ok(rec)
     }
 
@@ -827,6 +813,52 @@ impl CertManager {
     pub fn warnings(&self) -> Result<Vec<ExpiryWarning>, Error> {
         warnings(&self.store, self.clock.now(), self.policy.warn_before)
     }
+}
+
+/// Imports an operator's certificate for `domain` (added if new) after validating it
+/// ([`validate_import`]); on error nothing is stored. A running proxy gets it from
+/// [`CertManager::import`] or the next [`load_stored`].
+pub fn import(
+    store: &Store,
+    now: i64,
+    domain: &str,
+    chain_pem: &str,
+    key_pem: &str,
+) -> Result<CertificateRecord, Error> {
+    let name = normalize_domain(domain)?;
+    let info = validate_import(&name, chain_pem, key_pem, now)?;
+    let d = match store.domain(&name)? {
+        Some(d) => d,
+        None => store.upsert_domain(&name, &[], now)?,
+    };
+    let rec = store.insert_certificate(
+        &NewCertificate {
+            domain_id: Some(d.id),
+            source: CertSource::Uploaded,
+            names: &info.names,
+            chain_pem,
+            key_pem,
+            issuer: &info.issuer,
+            serial: &info.serial,
+            not_before: info.not_before,
+            not_after: info.not_after,
+        },
+        now,
+    )?;
+    let msg = format!(
+        "certificate imported for {}, valid until {}",
+        info.names.join(", "),
+        fmt_time(info.not_after)
+    );
+    tracing::info!(domain = %name, "{msg}");
+    store.add_event(
+        EventLevel::Info,
+        "certificate.imported",
+        Some(&name),
+        &msg,
+        now,
+    )?;
+    Ok(rec)
 }
 
 /// Every domain with its certificate and last attempt (no CA needed).
@@ -933,6 +965,16 @@ mod tests {
         assert_eq!(renewal_reason(&c, 9 * day), None);
         let up = cert(0, 90 * day, CertSource::Uploaded);
         assert_eq!(renewal_reason(&up, 89 * day), None);
+    }
+
+    #[test]
+    fn machine_identity_has_loopback() {
+        let id = MachineIdentity::detect();
+        assert!(id.ips.contains(&IpAddr::from([127, 0, 0, 1])), "{id:?}");
+        assert!(
+            !id.ips.iter().any(|ip| ip.to_string().starts_with("fe80")),
+            "{id:?}"
+        );
     }
 
     #[test]
