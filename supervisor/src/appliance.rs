@@ -807,12 +807,16 @@ impl Appliance {
         self.refresh_trust();
         match cert {
             Ok(rec) => self.set_progress(|p| {
+                let kind = match chat.cert_mode {
+                    CertMode::SelfSigned => "self-signed",
+                    CertMode::Upload => "uploaded",
+                    CertMode::Letsencrypt | CertMode::LetsencryptStaging => "ACME",
+                };
                 p.set(
                     "certificate",
                     StepState::Done,
                     format!(
-                        "{} certificate for {} from {}, valid until {}",
-                        rec.source,
+                        "{kind} certificate for {} from {}, valid until {}",
                         rec.names.join(", "),
                         rec.issuer,
                         certs_fmt_time(rec.not_after)
