@@ -43,6 +43,8 @@ pub(crate) enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Run the appliance daemon: proxy, certificates, store and web UI (setup wizard, admin).
+    Run(crate::run_cmd::RunArgs),
     /// Certificates: issue with ACME, list, import.
     Certs {
         #[command(subcommand)]
@@ -73,6 +75,7 @@ impl Cli {
                 workers,
                 check,
             } => run_proxy(config, workers, check),
+            Command::Run(args) => crate::run_cmd::run(args),
             Command::Certs { command } => crate::certs_cmd::run(command),
             Command::Build(args) => crate::build_cmd::run(args),
         }

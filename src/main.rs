@@ -3,6 +3,7 @@
 mod build_cmd;
 mod certs_cmd;
 mod cli;
+mod run_cmd;
 
 use clap::Parser;
 

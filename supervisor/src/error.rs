@@ -7,9 +7,10 @@ use crate::certs::ImportError;
 /// Errors of the supervisor's public API. `Display` says this level only; sources carry the rest.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    // The detail is part of the message (no `source`), so a chain printer does not repeat it.
     #[error("database error: {0}")]
-    Db(#[from] rusqlite::Error),
-    #[error("{what} `{}`: {source}", path.display())]
+    Db(rusqlite::Error),
+    #[error("{what} `{}`", path.display())]
     Io {
         what: &'static str,
         path: PathBuf,
@@ -21,7 +22,7 @@ pub enum Error {
     #[error("no domain `{0}` is configured")]
     UnknownDomain(String),
     #[error("certificate rejected: {0}")]
-    Import(#[from] ImportError),
+    Import(ImportError),
     #[error("ACME: {0}")]
     Acme(String),
     #[error(
@@ -40,6 +41,29 @@ pub enum Error {
     NoChallenge(String),
     #[error("cannot build a certificate: {0}")]
     Cert(String),
+    /// Sign-in, session, CSRF and setup-token failures (messages safe for the client).
+    #[error("{0}")]
+    Auth(#[from] crate::auth::AuthError),
+    /// An input that fails validation; `field` names the form field it belongs to.
+    #[error("{message}")]
+    Field {
+        field: &'static str,
+        message: String,
+    },
+    #[error("proxy: {0}")]
+    Proxy(#[from] gantry_proxy::ProxyError),
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        Error::Db(e)
+    }
+}
+
+impl From<ImportError> for Error {
+    fn from(e: ImportError) -> Self {
+        Error::Import(e)
+    }
 }
 
 impl From<gantry_proxy::tls::CertError> for Error {

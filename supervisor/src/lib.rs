@@ -9,9 +9,18 @@
 //!   order throttle and backoff, custom certificate import, expiry warnings.
 //! - [`clock`]: the time source, so that renewal can be tested with a clock moved forward.
 //!
-//! It will own (see the web UI and cluster issues): users and sessions in the same store, the k3s
-//! child process and its supervision, the stack in `manifests/` applied with server-side apply,
-//! the watch that turns Ingress and EndpointSlices into proxy routes, backups and upgrades.
+//! - [`auth`]: the setup token, administrator accounts (argon2id), sessions with idle and absolute
+//!   expiry, CSRF tokens, API tokens, and sign-in throttling per client address and username.
+//! - [`setup`]: the first-run wizard's inputs, their validation and the install progress.
+//! - [`cluster`]: the seam the cluster supervisor plugs into; this version has none
+//!   ([`cluster::NoCluster`] says so instead of pretending).
+//! - [`appliance`]: [`appliance::Appliance`], the one API the web UI and the JSON API call
+//!   (setup, domains, certificates, routes, events, settings).
+//! - [`daemon`]: `gantry run`'s composition: store, proxy entrypoints, appliance, setup token.
+//!
+//! It will own (see the cluster issue): the k3s child process and its supervision, the stack in
+//! `manifests/` applied with server-side apply, the watch that turns Ingress and EndpointSlices
+//! into proxy routes, backups and upgrades.
 //!
 //! ```text
 //! Store (gantry.db) --load_stored--> proxy CertStore::set_managed   (before the first accept)
@@ -26,9 +35,14 @@
 // Tests may unwrap: a panic there is a failed test with its message.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod appliance;
+pub mod auth;
 pub mod certs;
 pub mod clock;
+pub mod cluster;
+pub mod daemon;
 mod error;
+pub mod setup;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -279,6 +279,8 @@ pub struct CertManager {
     /// One issuance at a time: orders for the same domain never overlap.
     issuing: Mutex<()>,
     wake: Notify,
+    /// Set by [`CertManager::bootstrap`]; the periodic check keeps that certificate fresh.
+    identity: std::sync::Mutex<Option<MachineIdentity>>,
 }
 
 impl std::fmt::Debug for CertManager {
@@ -313,6 +315,7 @@ impl CertManager {
             account: Mutex::new(None),
             issuing: Mutex::new(()),
             wake: Notify::new(),
+            identity: std::sync::Mutex::new(None),
         }
     }
 
@@ -351,6 +354,9 @@ impl CertManager {
     /// Makes sure a self-signed certificate for the machine exists and is not near its end.
     /// Returns whether a new one was generated (and stored).
     pub fn bootstrap(&self, identity: &MachineIdentity) -> Result<bool, Error> {
+        if let Ok(mut id) = self.identity.lock() {
+            *id = Some(identity.clone());
+        }
         let now = self.clock.now();
         let names = identity.names();
         if let Some(cur) = self.store.current_self_signed()?
@@ -688,8 +694,12 @@ impl CertManager {
     /// One automatic pass: issues missing certificates and renews due ones, honouring the
     /// backoff and the throttle. Never fails as a whole; each domain reports its own outcome.
     pub async fn renew_due(&self) -> Result<Vec<(String, RenewalAction)>, Error> {
-        let now = self.clock.now();
-        self.store.fail_interrupted_attempts(now)?;
+        let identity = self.identity.lock().ok().and_then(|i| i.clone());
+        if let Some(identity) = identity
+            && self.bootstrap(&identity)?
+        {
+            self.install()?;
+        }
         let mut out = Vec::new();
         for domain in self.store.domains()? {
             let action = self.check_domain(&domain).await;
@@ -747,6 +757,13 @@ impl CertManager {
     /// Runs [`CertManager::renew_due`] now, then every `check_interval` or when woken, until
     /// `cancel` fires.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        // Attempts a previous process left `running` died with it (they still count for the
+        // throttle).
+        match self.store.fail_interrupted_attempts(self.clock.now()) {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(attempts = n, "ACME attempts interrupted by a stop"),
+            Err(e) => tracing::error!(error = %e, "cannot close interrupted attempts"),
+        }
         loop {
             let pass = tokio::select! {
                 r = self.renew_due() => r,
@@ -948,6 +965,16 @@ mod tests {
         assert_eq!(renewal_reason(&c, 9 * day), None);
         let up = cert(0, 90 * day, CertSource::Uploaded);
         assert_eq!(renewal_reason(&up, 89 * day), None);
+    }
+
+    #[test]
+    fn machine_identity_has_loopback() {
+        let id = MachineIdentity::detect();
+        assert!(id.ips.contains(&IpAddr::from([127, 0, 0, 1])), "{id:?}");
+        assert!(
+            !id.ips.iter().any(|ip| ip.to_string().starts_with("fe80")),
+            "{id:?}"
+        );
     }
 
     #[test]

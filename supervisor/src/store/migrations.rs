@@ -17,12 +17,18 @@ pub(crate) struct Migration {
     pub(crate) apply: fn(&Transaction<'_>) -> rusqlite::Result<()>,
 }
 
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "settings, domains, certificates, ACME accounts and attempts, events",
-    apply: |tx| tx.execute_batch(V1),
-}];
-// Users and sessions (the web UI issue) come as migration 2.
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "settings, domains, certificates, ACME accounts and attempts, events",
+        apply: |tx| tx.execute_batch(V1),
+    },
+    Migration {
+        version: 2,
+        name: "users, sessions, API tokens",
+        apply: |tx| tx.execute_batch(super::auth::V2),
+    },
+];
 
 const V1: &str = r#"
 CREATE TABLE IF NOT EXISTS settings (

@@ -6,7 +6,13 @@
 //! busy timeout for the rare concurrent writer (a CLI command next to the running service).
 //! Times are Unix seconds, given by the caller (from the [`crate::clock::Clock`]).
 
+mod auth;
 mod migrations;
+
+pub use auth::{
+    ApiTokenRecord, SETTING_SETUP_COMPLETED, SETTING_SETUP_TOKEN, SessionKind, SessionRecord,
+    SetupCompletion, UserRecord,
+};
 
 use std::fmt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -792,7 +798,10 @@ mod tests {
                 .unwrap();
             assert_eq!(jm, "wal");
         }
-        assert_eq!(store.schema_version().unwrap(), 1);
+        assert_eq!(
+            store.schema_version().unwrap(),
+            migrations::MIGRATIONS.last().unwrap().version
+        );
         drop(store);
         // Reopening applies nothing and keeps the data.
         let store = Store::open(&data, 200).unwrap();
