@@ -8,3 +8,8 @@
 //! It hands the proxy immutable snapshots (routes, certificates) through `gantry-proxy`'s public API
 //! and never reaches into the proxy's internals. It knows nothing of HTML or HTTP handlers for the
 //! browser: that is `gantry-web-ui`, which calls this crate.
+
+pub mod ingress;
+pub mod k3s;
+pub mod kube;
+pub mod manifests;
