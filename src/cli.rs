@@ -43,6 +43,28 @@ pub(crate) enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Print the Kubernetes objects Gantry installs (Rocket.Chat, MongoDB), like `helm template`.
+    Manifests {
+        /// The chat's public host name.
+        #[arg(long, default_value = "chat.example.com")]
+        domain: String,
+        /// Rocket.Chat replicas.
+        #[arg(long, default_value_t = 1)]
+        replicas: i32,
+        /// Write one file per object into this directory instead of printing.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Show the proxy routes Kubernetes objects (Ingress, IngressClass, Service, EndpointSlice,
+    /// Secret) in YAML files translate to, as Traefik-style dynamic configuration.
+    IngressRoutes {
+        /// YAML files (multi-document, `kind: List` accepted).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Print TLS private keys from Secrets instead of a placeholder.
+        #[arg(long)]
+        show_keys: bool,
+    },
 }
 
 pub(crate) fn init_tracing(format: LogFormat) {
@@ -65,6 +87,14 @@ impl Cli {
                 workers,
                 check,
             } => run_proxy(config, workers, check),
+            Command::Manifests {
+                domain,
+                replicas,
+                out,
+            } => crate::manifests_cmd::run(&domain, replicas, out),
+            Command::IngressRoutes { files, show_keys } => {
+                crate::ingress_cmd::run(&files, show_keys)
+            }
         }
     }
 }

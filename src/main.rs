@@ -1,6 +1,8 @@
 //! `gantry`: the appliance's one binary. Subcommands stay thin; the work is in the crates.
 
 mod cli;
+mod ingress_cmd;
+mod manifests_cmd;
 
 use clap::Parser;
 

@@ -17,12 +17,16 @@ async fn upstream() -> (u16, tokio::task::JoinHandle<()>) {
     let port = l.local_addr().unwrap().port();
     let h = tokio::spawn(async move {
         loop {
-            let Ok((mut s, _)) = l.accept().await else { return };
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 8192];
                 let mut got = 0;
                 loop {
-                    let Ok(n) = s.read(&mut buf[got..]).await else { return };
+                    let Ok(n) = s.read(&mut buf[got..]).await else {
+                        return;
+                    };
                     if n == 0 {
                         return;
                     }

@@ -117,20 +117,25 @@ pub(crate) fn router(
                     ));
                 }
             }
-            k if k.starts_with("router.tls.certresolver") || k.starts_with("router.tls.domains") => {
+            k if k.starts_with("router.tls.certresolver")
+                || k.starts_with("router.tls.domains") =>
+            {
                 p.ignored.push(format!(
                     "{PREFIX}{k} ignored: certificates for Ingress hosts come from spec.tls secrets or from the domains configured in Gantry's UI (ACME)"
                 ));
             }
             k if k.starts_with("router.observability") => {
-                p.ignored.push(format!("{PREFIX}{k} ignored: not implemented"));
+                p.ignored
+                    .push(format!("{PREFIX}{k} ignored: not implemented"));
             }
             k if k.starts_with("service.") => {
                 p.ignored.push(format!(
                     "{PREFIX}{k} ignored on an Ingress: service annotations belong on the Kubernetes Service"
                 ));
             }
-            k => p.ignored.push(format!("{PREFIX}{k} ignored: unknown annotation")),
+            k => p
+                .ignored
+                .push(format!("{PREFIX}{k} ignored: unknown annotation")),
         }
     }
     Ok(p)
@@ -210,7 +215,9 @@ pub(crate) fn service(
             k if k.starts_with("router.") => p.ignored.push(format!(
                 "{PREFIX}{k} ignored on a Service: router annotations belong on the Ingress"
             )),
-            k => p.ignored.push(format!("{PREFIX}{k} ignored: unknown annotation")),
+            k => p
+                .ignored
+                .push(format!("{PREFIX}{k} ignored: unknown annotation")),
         }
     }
     // Traefik enables stickiness with `service.sticky.cookie: "true"`; any cookie sub-key also
@@ -289,7 +296,10 @@ mod tests {
     #[test]
     fn other_annotations_are_not_read() {
         let mut a = BTreeMap::new();
-        a.insert("kubernetes.io/ingress.class".to_owned(), "gantry".to_owned());
+        a.insert(
+            "kubernetes.io/ingress.class".to_owned(),
+            "gantry".to_owned(),
+        );
         a.insert(
             "nginx.ingress.kubernetes.io/proxy-body-size".to_owned(),
             "0".to_owned(),

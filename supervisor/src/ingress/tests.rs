@@ -132,16 +132,33 @@ fn prefix_matches_whole_segments_and_exact_matches_exactly() {
         ("/fo", false),
         ("/", false),
     ] {
-        assert_eq!(router_matches(&t, foo, host, path), want, "Prefix /foo vs {path}");
+        assert_eq!(
+            router_matches(&t, foo, host, path),
+            want,
+            "Prefix /foo vs {path}"
+        );
     }
     // A trailing slash in a Prefix path is ignored (Kubernetes spec).
     let bar = "apps-web-app-example-com-bar";
-    for (path, want) in [("/bar", true), ("/bar/", true), ("/bar/x", true), ("/barx", false)] {
-        assert_eq!(router_matches(&t, bar, host, path), want, "Prefix /bar/ vs {path}");
+    for (path, want) in [
+        ("/bar", true),
+        ("/bar/", true),
+        ("/bar/x", true),
+        ("/barx", false),
+    ] {
+        assert_eq!(
+            router_matches(&t, bar, host, path),
+            want,
+            "Prefix /bar/ vs {path}"
+        );
     }
     let exact = "apps-web-app-example-com-exact";
     for (path, want) in [("/exact", true), ("/exact/", false), ("/exact/x", false)] {
-        assert_eq!(router_matches(&t, exact, host, path), want, "Exact /exact vs {path}");
+        assert_eq!(
+            router_matches(&t, exact, host, path),
+            want,
+            "Exact /exact vs {path}"
+        );
     }
     // Prefix `/` matches everything on its host, and only its host.
     let root = "apps-web-app-example-com";
@@ -149,9 +166,24 @@ fn prefix_matches_whole_segments_and_exact_matches_exactly() {
     assert!(!router_matches(&t, root, "other.example.com", "/"));
     // Wildcard host: exactly one label.
     let wild = "apps-web-apps-example-com-static";
-    assert!(router_matches(&t, wild, "x.apps.example.com", "/static/app.js"));
-    assert!(!router_matches(&t, wild, "x.y.apps.example.com", "/static/app.js"));
-    assert!(!router_matches(&t, wild, "apps.example.com", "/static/app.js"));
+    assert!(router_matches(
+        &t,
+        wild,
+        "x.apps.example.com",
+        "/static/app.js"
+    ));
+    assert!(!router_matches(
+        &t,
+        wild,
+        "x.y.apps.example.com",
+        "/static/app.js"
+    ));
+    assert!(!router_matches(
+        &t,
+        wild,
+        "apps.example.com",
+        "/static/app.js"
+    ));
     // No host: any host.
     let any = "apps-web-healthz";
     assert!(router_matches(&t, any, "whatever.test", "/healthz"));
@@ -194,7 +226,11 @@ fn endpoint_conditions_and_service_annotations() {
     // Ready endpoints of both slices; the terminating one gets nothing new.
     assert_eq!(
         urls("apps-sticky-web"),
-        ["http://10.42.0.31:3000", "http://10.42.0.32:3000", "http://10.42.0.33:3000"]
+        [
+            "http://10.42.0.31:3000",
+            "http://10.42.0.32:3000",
+            "http://10.42.0.33:3000"
+        ]
     );
     let sticky = svc("apps-sticky-web").sticky.as_ref().unwrap();
     assert_eq!(sticky.cookie.name.as_deref(), Some("rc_affinity"));
@@ -204,7 +240,12 @@ fn endpoint_conditions_and_service_annotations() {
     assert!(!svc("apps-sticky-web").pass_host_header);
     // No endpoints: kept, empty (503).
     assert!(svc("apps-empty-80").servers.is_empty());
-    assert!(t.config.http.routers.contains_key("apps-svc-svc-example-com-empty"));
+    assert!(
+        t.config
+            .http
+            .routers
+            .contains_key("apps-svc-svc-example-com-empty")
+    );
     // Only terminating endpoints: the serving one keeps serving, the non-serving one never.
     assert_eq!(urls("apps-draining-80"), ["http://10.42.0.41:8080"]);
     assert_eq!(urls("apps-secure-443"), ["https://10.42.0.51:8443"]);
@@ -235,7 +276,10 @@ fn ingress_class_selection() {
     let skipped: Vec<&str> = t.warnings.iter().map(|w| w.object.as_str()).collect();
     assert_eq!(
         skipped,
-        ["Ingress default/classless", "Ingress default/other-controller"]
+        [
+            "Ingress default/classless",
+            "Ingress default/other-controller"
+        ]
     );
 
     // The same class-less Ingress is served once Gantry's class is the default one.
@@ -260,7 +304,10 @@ fn one_bad_object_does_not_take_the_others_down() {
     let (objs, skipped) = load("skipped.yaml");
     let kinds: Vec<&str> = skipped.iter().map(|s| s.source.as_str()).collect();
     assert_eq!(kinds.len(), 2, "{skipped:?}");
-    assert!(skipped[0].source.contains("Ingress ancient") && skipped[0].reason.contains("extensions/v1beta1"));
+    assert!(
+        skipped[0].source.contains("Ingress ancient")
+            && skipped[0].reason.contains("extensions/v1beta1")
+    );
     assert!(skipped[1].source.contains("ConfigMap settings"));
     let t = translate(&objs, &Options::default());
     let routers: BTreeSet<&str> = t.config.http.routers.keys().map(String::as_str).collect();
@@ -308,7 +355,11 @@ fn colliding_router_keys_get_rule_hashes() {
     assert_eq!(keys.len(), 2, "{keys:?}");
     for k in keys {
         assert!(k.starts_with("default-dup-dup-example-com-a-b-"), "{k}");
-        assert_eq!(k.len(), "default-dup-dup-example-com-a-b-".len() + 20, "{k}");
+        assert_eq!(
+            k.len(),
+            "default-dup-dup-example-com-a-b-".len() + 20,
+            "{k}"
+        );
     }
 }
 
@@ -325,15 +376,27 @@ fn references_are_checked_against_the_proxy() {
     };
     let t = translate(&objs, &opts);
     // `compress@file` does not exist: the whole `web` Ingress is refused, not served without it.
-    assert!(t.config.http.routers.keys().all(|k| !k.starts_with("apps-web-")));
     assert!(
-        t.warnings
-            .iter()
-            .any(|w| w.message.contains("middleware `compress@file` does not exist")),
+        t.config
+            .http
+            .routers
+            .keys()
+            .all(|k| !k.starts_with("apps-web-"))
+    );
+    assert!(
+        t.warnings.iter().any(|w| w
+            .message
+            .contains("middleware `compress@file` does not exist")),
         "{:?}",
         t.warnings
     );
-    assert!(t.config.http.routers.keys().any(|k| k.starts_with("apps-regex-")));
+    assert!(
+        t.config
+            .http
+            .routers
+            .keys()
+            .any(|k| k.starts_with("apps-regex-"))
+    );
 }
 
 #[test]
@@ -349,13 +412,24 @@ fn every_fixture_converts_into_the_proxy_config_types() {
         let (objs, _) = load(name);
         let t = translate(&objs, &Options::default());
         let dynamic = t.config.to_dynamic().unwrap();
-        assert_eq!(dynamic.http.routers.len(), t.config.http.routers.len(), "{name}");
-        assert_eq!(dynamic.http.services.len(), t.config.http.services.len(), "{name}");
+        assert_eq!(
+            dynamic.http.routers.len(),
+            t.config.http.routers.len(),
+            "{name}"
+        );
+        assert_eq!(
+            dynamic.http.services.len(),
+            t.config.http.services.len(),
+            "{name}"
+        );
         // And the printed YAML with keys parses as a dynamic configuration file.
         let yaml = t.config.to_yaml(true).unwrap();
         let parsed: gantry_proxy::config::DynamicConfig =
             gantry_proxy::config::parse_str(Path::new("k.yaml"), &yaml).unwrap();
-        assert_eq!(parsed.tls.certificates.len(), t.config.tls.certificates.len());
+        assert_eq!(
+            parsed.tls.certificates.len(),
+            t.config.tls.certificates.len()
+        );
     }
 }
 
@@ -371,7 +445,10 @@ fn private_keys_are_hidden_unless_asked() {
 
 #[test]
 fn normalize_is_traefiks() {
-    assert_eq!(normalize("default-whoami-foo.com/bar"), "default-whoami-foo-com-bar");
+    assert_eq!(
+        normalize("default-whoami-foo.com/bar"),
+        "default-whoami-foo-com-bar"
+    );
     assert_eq!(normalize("ns-name-*.example.com/"), "ns-name-example-com");
     assert_eq!(normalize("a--b__c"), "a-b-c");
 }

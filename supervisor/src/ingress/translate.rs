@@ -92,7 +92,9 @@ pub struct Translation {
 
 fn ns_name(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> (String, String) {
     (
-        meta.namespace.clone().unwrap_or_else(|| "default".to_owned()),
+        meta.namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_owned()),
         meta.name.clone().unwrap_or_default(),
     )
 }
@@ -192,7 +194,10 @@ impl Translator<'_> {
     }
 
     fn selected(&self, ing: &Ingress, classes: &OurClasses) -> Result<(), String> {
-        let spec_class = ing.spec.as_ref().and_then(|s| s.ingress_class_name.as_deref());
+        let spec_class = ing
+            .spec
+            .as_ref()
+            .and_then(|s| s.ingress_class_name.as_deref());
         let legacy = ing
             .metadata
             .annotations
@@ -307,10 +312,16 @@ impl Translator<'_> {
     /// Checks the annotations' references against what the proxy knows. Unknown entrypoints are
     /// dropped (Traefik ignores them); a missing middleware or TLS option skips the Ingress, as a
     /// router whose middlewares cannot run must not serve (an auth middleware, say).
-    fn check_references(&mut self, who: &str, mut ann: RouterAnnotations) -> Option<RouterAnnotations> {
+    fn check_references(
+        &mut self,
+        who: &str,
+        mut ann: RouterAnnotations,
+    ) -> Option<RouterAnnotations> {
         if let Some(known) = &self.opts.proxy.entry_points {
-            let (ok, bad): (Vec<String>, Vec<String>) =
-                ann.entry_points.into_iter().partition(|e| known.contains(e));
+            let (ok, bad): (Vec<String>, Vec<String>) = ann
+                .entry_points
+                .into_iter()
+                .partition(|e| known.contains(e));
             if !bad.is_empty() {
                 self.warn(
                     who,
@@ -325,7 +336,9 @@ impl Translator<'_> {
         }
         for m in &ann.middlewares {
             let ok = match m.split_once('@') {
-                None => Err("has no provider: write `name@file` for a file-provider middleware".to_owned()),
+                None => Err(
+                    "has no provider: write `name@file` for a file-provider middleware".to_owned(),
+                ),
                 Some((_, "file" | "internal")) => match &self.opts.proxy.middlewares {
                     Some(known) if !known.contains(m) => {
                         Err("does not exist in the file provider".to_owned())
@@ -351,9 +364,18 @@ impl Translator<'_> {
         Some(ann)
     }
 
-    fn default_backend(&mut self, who: &str, ns: &str, backend: &IngressBackend, ann: &RouterAnnotations) {
+    fn default_backend(
+        &mut self,
+        who: &str,
+        ns: &str,
+        backend: &IngressBackend,
+        ann: &RouterAnnotations,
+    ) {
         let Some(svc) = &backend.service else {
-            self.warn(who, "default backend skipped: resource backends are not supported");
+            self.warn(
+                who,
+                "default backend skipped: resource backends are not supported",
+            );
             return;
         };
         if let Some(first) = &self.default_backend_from {
@@ -372,11 +394,23 @@ impl Translator<'_> {
         };
         // Traefik names the default backend's service `default-backend`.
         if let Some(s) = self.out.config.http.services.get(&key).cloned() {
-            self.out.config.http.services.insert("default-backend".to_owned(), s);
+            self.out
+                .config
+                .http
+                .services
+                .insert("default-backend".to_owned(), s);
         }
-        let mut r = router_with(ann, "PathPrefix(`/`)".to_owned(), "default-backend".to_owned());
+        let mut r = router_with(
+            ann,
+            "PathPrefix(`/`)".to_owned(),
+            "default-backend".to_owned(),
+        );
         r.priority = Some(i64::from(i32::MIN));
-        self.out.config.http.routers.insert("default-router".to_owned(), r);
+        self.out
+            .config
+            .http
+            .routers
+            .insert("default-router".to_owned(), r);
         self.default_backend_from = Some(who.to_owned());
     }
 
@@ -391,7 +425,10 @@ impl Translator<'_> {
             .iter()
             .find(|s| ns_name(&s.metadata) == (ns.to_owned(), name.to_owned()))
         else {
-            self.warn(who, format!("TLS Secret {id} not found: its hosts use Gantry's managed certificates"));
+            self.warn(
+                who,
+                format!("TLS Secret {id} not found: its hosts use Gantry's managed certificates"),
+            );
             return;
         };
         match secret_pem(secret) {
@@ -412,9 +449,10 @@ impl Translator<'_> {
 
     /// Builds (once) the load balancer for a Service port and returns its key.
     fn service(&mut self, ns: &str, backend: &IngressServiceBackend) -> Result<String, String> {
-        let port_ref = backend.port.as_ref().ok_or_else(|| {
-            format!("backend Service `{}` names no port", backend.name)
-        })?;
+        let port_ref = backend
+            .port
+            .as_ref()
+            .ok_or_else(|| format!("backend Service `{}` names no port", backend.name))?;
         let port_str = match (&port_ref.name, port_ref.number) {
             (Some(n), _) if !n.is_empty() => n.clone(),
             (_, Some(n)) => n.to_string(),
@@ -462,7 +500,8 @@ impl Translator<'_> {
             }
             Err(e) => return Err(format!("{svc_who}: {e}")),
         };
-        if let (Some(t), Some(known)) = (&sann.servers_transport, &self.opts.proxy.servers_transports)
+        if let (Some(t), Some(known)) =
+            (&sann.servers_transport, &self.opts.proxy.servers_transports)
             && !known.contains(t)
         {
             return Err(format!("{svc_who}: serversTransport `{t}` does not exist"));
@@ -647,4 +686,3 @@ fn secret_pem(secret: &Secret) -> Result<(String, String), String> {
     let key = get("tls.key").ok_or("no `tls.key` key")?;
     Ok((cert, key))
 }
-
