@@ -12,6 +12,7 @@ pub mod apply;
 pub mod install;
 pub mod mongo;
 pub mod rollout;
+pub mod run;
 pub mod status;
 pub mod watch;
 
