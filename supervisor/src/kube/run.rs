@@ -71,7 +71,9 @@ pub async fn run_cluster(
     }
     let client = loop {
         let ready = k3s
-            .wait_ready(Duration::from_secs(600), |p| send(ClusterEvent::Readiness(p.clone())))
+            .wait_ready(Duration::from_secs(600), |p| {
+                send(ClusterEvent::Readiness(p.clone()))
+            })
             .await;
         match ready {
             Ok(()) => match k3s::readiness::client(&k3s.paths.kubeconfig).await {
