@@ -309,3 +309,56 @@ async fn orphans_are_reaped_by_the_subreaper() {
     stop.cancel();
     task.await.unwrap();
 }
+
+/// A `MakeWriter` collecting formatted events.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+// current_thread runtime: the line forwarders run on this thread, under this subscriber.
+#[tokio::test(flavor = "current_thread")]
+async fn k3s_lines_go_to_tracing_target_k3s_with_their_level() {
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(captured.clone())
+        .with_ansi(false)
+        .with_target(true)
+        .with_max_level(tracing::Level::TRACE)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let (s, mut rx) = spec(&["print"]);
+    let stop = CancellationToken::new();
+    let sup = supervise(ctl(), s, fast_policy(), stop.clone());
+    wait_line(&mut rx, "ready").await;
+    stop.cancel();
+    sup.join().await;
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let line_with = |needle: &str| -> String {
+        text.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("{needle:?} not logged in:\n{text}"))
+            .to_owned()
+    };
+    let info = line_with("Starting k3s v1.36.3+k3s1");
+    assert!(info.contains(" INFO k3s:"), "{info}");
+    let warn = line_with("fixture warning");
+    assert!(warn.contains(" WARN k3s:"), "{warn}");
+    let err = line_with("fixture error");
+    assert!(err.contains("ERROR k3s:"), "{err}");
+}

@@ -1,5 +1,5 @@
 //! The live Kubernetes Ingress provider: watchers (reflectors) on Ingress, IngressClass,
-//! Service, EndpointSlice and TLS Secrets; on any change (debounced) the same translation
+//! Service, EndpointSlice and Secrets; on any change (debounced) the same translation
 //! `gantry ingress-routes` runs, handed to the proxy as provider `kubernetes`. A translation the
 //! proxy refuses leaves the previous routes serving, and is reported.
 
@@ -114,7 +114,9 @@ pub async fn run_ingress_provider(
     watch_kind!(IngressClass, w2, cfg());
     watch_kind!(Service, w3, cfg());
     watch_kind!(EndpointSlice, w4, cfg());
-    watch_kind!(Secret, w5, cfg().fields("type=kubernetes.io/tls"));
+    // Every Secret, not only `kubernetes.io/tls` ones: Traefik (and the translation) accept any
+    // Secret with `tls.crt` and `tls.key`, and `gantry ingress-routes` must agree with the cluster.
+    watch_kind!(Secret, w5, cfg());
 
     // Nothing is installed before every list has completed once: a half-listed cluster would
     // briefly drop routes.
