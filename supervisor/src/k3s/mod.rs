@@ -83,6 +83,10 @@ pub struct K3s {
     pub supervised: Supervised,
     pub paths: K3sPaths,
     pub node_name: String,
+    /// Children the orphan reaper must leave alone. Gantry is a subreaper once k3s runs: any
+    /// other code that spawns processes (backups) registers their pids here, or uses
+    /// [`OsProcesses`] with it, so the reaper never takes an exit status their owner awaits.
+    pub managed: reaper::Managed,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -127,7 +131,7 @@ pub fn start(
         stop.clone(),
         None,
     )];
-    let ctl: Arc<dyn ProcessControl> = Arc::new(OsProcesses::for_k3s(Some(managed)));
+    let ctl: Arc<dyn ProcessControl> = Arc::new(OsProcesses::for_k3s(Some(managed.clone())));
     let spec = CommandSpec {
         program: opts.binary.clone(),
         args: config::server_args(&opts.paths),
@@ -145,6 +149,7 @@ pub fn start(
         supervised,
         paths: opts.paths,
         node_name: opts.settings.node_name,
+        managed,
         tasks,
     })
 }
