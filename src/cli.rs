@@ -52,6 +52,28 @@ pub(crate) enum Command {
     },
     /// Build the appliance disk image (raw, qcow2, root-slot image, manifest). Runs as root.
     Build(crate::build_cmd::BuildArgs),
+    /// Print the Kubernetes objects Gantry installs (Rocket.Chat, MongoDB), like `helm template`.
+    Manifests {
+        /// The chat's public host name.
+        #[arg(long, default_value = "chat.example.com")]
+        domain: String,
+        /// Rocket.Chat replicas.
+        #[arg(long, default_value_t = 1)]
+        replicas: i32,
+        /// Write one file per object into this directory instead of printing.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Show the proxy routes Kubernetes objects (Ingress, IngressClass, Service, EndpointSlice,
+    /// Secret) in YAML files translate to, as Traefik-style dynamic configuration.
+    IngressRoutes {
+        /// YAML files (multi-document, `kind: List` accepted).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Print TLS private keys from Secrets instead of a placeholder.
+        #[arg(long)]
+        show_keys: bool,
+    },
 }
 
 pub(crate) fn init_tracing(format: LogFormat) {
@@ -78,6 +100,14 @@ impl Cli {
             Command::Run(args) => crate::run_cmd::run(args),
             Command::Certs { command } => crate::certs_cmd::run(command),
             Command::Build(args) => crate::build_cmd::run(args),
+            Command::Manifests {
+                domain,
+                replicas,
+                out,
+            } => crate::manifests_cmd::run(&domain, replicas, out),
+            Command::IngressRoutes { files, show_keys } => {
+                crate::ingress_cmd::run(&files, show_keys)
+            }
         }
     }
 }

@@ -3,6 +3,8 @@
 mod build_cmd;
 mod certs_cmd;
 mod cli;
+mod ingress_cmd;
+mod manifests_cmd;
 mod run_cmd;
 
 use clap::Parser;

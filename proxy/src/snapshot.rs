@@ -557,9 +557,8 @@ impl Compiler<'_> {
     ) -> Result<Arc<Service>, String> {
         match cfg {
             ServiceConfig::LoadBalancer(lb) => {
-                if lb.servers.is_empty() {
-                    return Err("loadBalancer has no servers".into());
-                }
+                // An empty server list is valid, as in Traefik: the service answers 503 (the
+                // Kubernetes provider emits one for a Service without serving endpoints).
                 if let Some(s) = &lb.strategy
                     && s != "wrr"
                 {

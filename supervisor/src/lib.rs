@@ -18,9 +18,13 @@
 //!   (setup, domains, certificates, routes, events, settings).
 //! - [`daemon`]: `gantry run`'s composition: store, proxy entrypoints, appliance, setup token.
 //!
-//! It will own (see the cluster issue): the k3s child process and its supervision, the stack in
-//! `manifests/` applied with server-side apply, the watch that turns Ingress and EndpointSlices
-//! into proxy routes, backups and upgrades.
+//! - [`k3s`]: k3s's configuration, air-gap images and supervision of the `k3s server` child
+//!   (backoff, crash-loop state, SIGTERM then SIGKILL, reaping, certificate rotation).
+//! - [`manifests`]: the chat stack (Rocket.Chat, MongoDB replica set) as typed k8s-openapi objects.
+//! - [`kube`]: kube-rs server-side apply, prune, rollout waits, the Ingress watch and status.
+//! - [`ingress`]: the pure translation of Ingress/Service/EndpointSlice to proxy routes.
+//!
+//! It will own (see their issues): backups and upgrades.
 //!
 //! ```text
 //! Store (gantry.db) --load_stored--> proxy CertStore::set_managed   (before the first accept)
@@ -41,6 +45,10 @@ pub mod certs;
 pub mod clock;
 pub mod cluster;
 pub mod daemon;
+pub mod ingress;
+pub mod k3s;
+pub mod kube;
+pub mod manifests;
 mod error;
 pub mod setup;
 pub mod store;

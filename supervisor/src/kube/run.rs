@@ -1,0 +1,136 @@
+//! The cluster as `gantry run` drives it: start k3s, wait until ready, install the stack, feed the
+//! proxy from the cluster's Ingresses, publish status; re-apply when settings change. Every step
+//! reports to `events` (the UI's progress and event log).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::install::{Step, Timeouts, install};
+use super::status::{ClusterStatus, fetch};
+use super::watch::{ProviderStatus, RouteTarget, run_ingress_provider};
+use crate::k3s::{self, StartOptions, readiness::Progress};
+use crate::manifests::{Pins, StackSecrets, StackSettings, render};
+
+/// What happened, for the UI.
+#[derive(Debug, Clone)]
+pub enum ClusterEvent {
+    K3s(k3s::State),
+    Readiness(Progress),
+    Install(Step),
+    /// A step failed; the loop retries (after `retry`) unless stopped.
+    Error(String),
+    Status(Box<ClusterStatus>),
+    Routes(ProviderStatus),
+}
+
+/// Inputs of [`run_cluster`].
+pub struct ClusterOptions {
+    pub k3s: StartOptions,
+    /// Current settings; a change re-renders and re-applies the stack.
+    pub settings: watch::Receiver<StackSettings>,
+    /// From the store (generated once at setup).
+    pub secrets: StackSecrets,
+    pub timeouts: Timeouts,
+    pub status_interval: Duration,
+    pub retry: Duration,
+}
+
+/// Runs until `stop`; k3s is stopped gracefully before it returns.
+pub async fn run_cluster(
+    mut opts: ClusterOptions,
+    proxy: Arc<dyn RouteTarget>,
+    events: mpsc::UnboundedSender<ClusterEvent>,
+    stop: CancellationToken,
+) -> Result<(), super::KubeError> {
+    let send = |e: ClusterEvent| {
+        let _ = events.send(e);
+    };
+    let pins = Pins::embedded()?;
+    let k3s = k3s::start(opts.k3s, None, stop.clone()).map_err(|e| super::KubeError::Failed {
+        what: "starting k3s".into(),
+        reason: e.to_string(),
+    })?;
+    // Forward k3s state changes.
+    {
+        let mut st = k3s.supervised.state.clone();
+        let ev = events.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                let s = st.borrow_and_update().clone();
+                let _ = ev.send(ClusterEvent::K3s(s));
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    r = st.changed() => if r.is_err() { return },
+                }
+            }
+        });
+    }
+    let client = loop {
+        let ready = k3s
+            .wait_ready(Duration::from_secs(600), |p| {
+                send(ClusterEvent::Readiness(p.clone()))
+            })
+            .await;
+        match ready {
+            Ok(()) => match k3s::readiness::client(&k3s.paths.kubeconfig).await {
+                Ok(c) => break c,
+                Err(e) => send(ClusterEvent::Error(e.to_string())),
+            },
+            Err(e) => send(ClusterEvent::Error(e.to_string())),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => { k3s.join().await; return Ok(()) }
+            _ = tokio::time::sleep(opts.retry) => {}
+        }
+    };
+    let (routes_tx, mut routes_rx) = watch::channel(ProviderStatus::default());
+    let provider = tokio::spawn(run_ingress_provider(
+        client.clone(),
+        proxy,
+        Duration::from_millis(300),
+        routes_tx,
+        stop.clone(),
+    ));
+    let mut applied = false;
+    let mut status_tick = tokio::time::interval(opts.status_interval);
+    loop {
+        if !applied {
+            let settings = opts.settings.borrow_and_update().clone();
+            let result = match render(&settings, &opts.secrets, &pins) {
+                Ok(stack) => {
+                    install(&client, &stack, &settings.namespace, &opts.timeouts, |s| {
+                        send(ClusterEvent::Install(s));
+                    })
+                    .await
+                }
+                Err(e) => Err(e.into()),
+            };
+            match result {
+                Ok(()) => applied = true,
+                Err(e) => send(ClusterEvent::Error(e.to_string())),
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            r = opts.settings.changed() => if r.is_ok() { applied = false },
+            _ = status_tick.tick() => {
+                let ns = opts.settings.borrow().namespace.clone();
+                match fetch(&client, &ns, &k3s.node_name, 20).await {
+                    Ok(s) => send(ClusterEvent::Status(Box::new(s))),
+                    Err(e) => send(ClusterEvent::Error(e.to_string())),
+                }
+            }
+            r = routes_rx.changed() => if r.is_ok() {
+                send(ClusterEvent::Routes(routes_rx.borrow_and_update().clone()));
+            },
+            _ = tokio::time::sleep(opts.retry), if !applied => {}
+        }
+    }
+    let _ = provider.await;
+    k3s.join().await;
+    Ok(())
+}
