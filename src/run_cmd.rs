@@ -16,6 +16,9 @@ use gantry_supervisor::certs::Policy;
 use gantry_supervisor::clock::SystemClock;
 use gantry_supervisor::cluster::{Cluster, NoCluster};
 use gantry_supervisor::daemon::{Daemon, DaemonConfig};
+use gantry_supervisor::k3s::{K3sPaths, StartOptions};
+use gantry_supervisor::kube::cluster::{K3sCluster, K3sClusterOptions};
+use gantry_supervisor::kube::install::Timeouts;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -57,6 +60,13 @@ pub(crate) struct RunArgs {
     /// Proxy worker threads (default: one per core).
     #[arg(long)]
     pub workers: Option<usize>,
+    /// The k3s binary. Default: /usr/local/bin/k3s (where the image puts it).
+    #[arg(long)]
+    pub k3s_binary: Option<PathBuf>,
+    /// Air-gap image archives to place where k3s imports them at start (the image links its
+    /// own through tmpfiles; use this when running by hand).
+    #[arg(long)]
+    pub k3s_images: Option<PathBuf>,
 }
 
 /// The configuration file: the same settings as the flags.
@@ -72,6 +82,8 @@ struct FileConfig {
     acme_ca_root: Option<PathBuf>,
     run_dir: Option<PathBuf>,
     workers: Option<usize>,
+    k3s_binary: Option<PathBuf>,
+    k3s_images: Option<PathBuf>,
 }
 
 /// The validated configuration of `gantry run`.
@@ -79,7 +91,14 @@ struct FileConfig {
 pub(crate) struct RunConfig {
     pub daemon: DaemonConfig,
     pub no_cluster: bool,
+    pub k3s_binary: PathBuf,
+    pub k3s_images: Option<PathBuf>,
 }
+
+/// The appliance's data directory; with it, k3s uses the system paths the image prepares
+/// (`/etc/rancher/k3s`, `/var/lib/rancher/k3s`); any other data directory (a developer's) keeps
+/// k3s's files under `DIR/k3s`.
+const SYSTEM_DATA_DIR: &str = "/var/lib/gantry";
 
 /// `:PORT` (every address), `IP:PORT` or `[IPv6]:PORT`.
 pub(crate) fn parse_listen(what: &str, s: &str) -> anyhow::Result<SocketAddr> {
@@ -154,8 +173,19 @@ impl RunConfig {
         if workers == Some(0) {
             bail!("--workers: at least 1");
         }
+        let k3s_images = args.k3s_images.or(file.k3s_images);
+        if let Some(p) = &k3s_images
+            && !p.is_dir()
+        {
+            bail!("--k3s-images: {} is not a directory", p.display());
+        }
         Ok(RunConfig {
             no_cluster: args.no_cluster || file.no_cluster.unwrap_or(false),
+            k3s_binary: args
+                .k3s_binary
+                .or(file.k3s_binary)
+                .unwrap_or_else(|| PathBuf::from("/usr/local/bin/k3s")),
+            k3s_images,
             daemon: DaemonConfig {
                 data_dir,
                 run_dir,
@@ -228,15 +258,13 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 async fn run_async(cfg: RunConfig) -> anyhow::Result<()> {
-    let cluster: Arc<dyn Cluster> = if cfg.no_cluster {
-        tracing::info!("--no-cluster: running without a cluster (no k3s, MongoDB or Rocket.Chat)");
-        Arc::new(NoCluster::Disabled)
-    } else {
-        tracing::warn!(
-            "cluster support (k3s, MongoDB, Rocket.Chat) is not built into this version of gantry yet: \
-             running without a cluster, as with --no-cluster"
-        );
-        Arc::new(NoCluster::NotBuilt)
+    let k3s_cluster = (!cfg.no_cluster).then(|| k3s_cluster(&cfg));
+    let cluster: Arc<dyn Cluster> = match &k3s_cluster {
+        Some(c) => c.clone(),
+        None => {
+            tracing::info!("--no-cluster: running without a cluster (no k3s, MongoDB or Rocket.Chat)");
+            Arc::new(NoCluster::Disabled)
+        }
     };
     let data_dir = cfg.daemon.data_dir.clone();
     let daemon = Daemon::start(cfg.daemon, Arc::new(SystemClock), cluster)
@@ -247,6 +275,11 @@ async fn run_async(cfg: RunConfig) -> anyhow::Result<()> {
             tracing::info!(entrypoint = name, addr = %a, "listening");
         }
     }
+
+    let stop_cluster = CancellationToken::new();
+    let cluster_task = k3s_cluster
+        .as_ref()
+        .and_then(|c| c.spawn(daemon.proxy_shared(), stop_cluster.clone()));
 
     let stop_ui = CancellationToken::new();
     let admin_l = TcpListener::bind("127.0.0.1:0").await?;
@@ -274,7 +307,14 @@ async fn run_async(cfg: RunConfig) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     notify(sd_notify::NotifyState::Stopping);
     stop_ui.cancel();
+    stop_cluster.cancel();
     let stop = async {
+        // k3s first (SIGTERM, then SIGKILL after its stop timeout), then the rest.
+        if let Some(t) = cluster_task
+            && let Err(e) = t.await
+        {
+            tracing::warn!(error = %e, "cluster task");
+        }
         daemon.shutdown().await;
         for t in [admin_ui, app_ui] {
             match t.await {
@@ -290,12 +330,33 @@ async fn run_async(cfg: RunConfig) -> anyhow::Result<()> {
             tracing::warn!("second signal: exiting now");
             std::process::exit(130);
         }
-        () = tokio::time::sleep(Duration::from_secs(30)) => {
-            tracing::warn!("shutdown took longer than 30 s: exiting");
+        () = tokio::time::sleep(Duration::from_secs(90)) => {
+            tracing::warn!("shutdown took longer than 90 s: exiting");
         }
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+fn k3s_cluster(cfg: &RunConfig) -> Arc<K3sCluster> {
+    let data_dir = &cfg.daemon.data_dir;
+    let mut k3s = StartOptions::new(cfg.k3s_binary.clone(), data_dir);
+    if data_dir == Path::new(SYSTEM_DATA_DIR) {
+        k3s.paths = K3sPaths::system();
+    }
+    k3s.images_from = cfg.k3s_images.clone();
+    tracing::info!(
+        binary = %cfg.k3s_binary.display(),
+        data = %k3s.paths.data_dir.display(),
+        "cluster: k3s under supervision"
+    );
+    K3sCluster::new(K3sClusterOptions {
+        k3s,
+        timeouts: Timeouts::default(),
+        status_interval: Duration::from_secs(10),
+        retry: Duration::from_secs(15),
+        secrets_file: data_dir.join("cluster-secrets.json"),
+    })
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -134,13 +134,21 @@ pub fn build(
             write_file(&p, f.content.as_bytes())?;
             set_mode(&p, f.mode)?;
         }
+        // A --no-cluster image has no k3s: `gantry run` is told so, and says so in its UI.
+        let mut gantry_args = cfg.system.gantry_args.clone();
+        if opts.no_cluster
+            && gantry_args.first().is_some_and(|a| a == "run")
+            && !gantry_args.iter().any(|a| a == "--no-cluster")
+        {
+            gantry_args.push("--no-cluster".to_owned());
+        }
         let params = files::RootParams {
             version: &opts.version,
             variant,
             seed: &seed,
             source_date_epoch: opts.source_date_epoch,
             hostname: &cfg.system.hostname,
-            gantry_args: &cfg.system.gantry_args,
+            gantry_args: &gantry_args,
             k3s_version: (!opts.no_cluster).then_some(cfg.k3s.version.as_str()),
             k3s_image_files: &inputs.k3s_image_files,
         };

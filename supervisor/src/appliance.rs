@@ -26,7 +26,7 @@ use crate::certs::{
     self, AcmeConfig, CertManager, Directory, MachineIdentity, Policy, normalize_domain,
 };
 use crate::clock::Clock;
-use crate::cluster::{Cluster, ClusterStatus, InstallPlan};
+use crate::cluster::{Cluster, ClusterStatus, InstallPlan, StepOutcome};
 use crate::setup::{
     self, AdminInput, CertMode, ChatAdminInput, ChatDraft, ChatInput, InstallProgress, SetupDraft,
     SetupRequest, StepState,
@@ -480,6 +480,39 @@ impl Appliance {
         });
     }
 
+    /// After a restart with setup complete: hands the stored plan to the cluster again, which
+    /// re-applies the stack (k3s keeps its state; the apply is idempotent).
+    pub fn resume_cluster(self: &Arc<Self>) -> Result<(), Error> {
+        if self.setup_pending() {
+            return Ok(());
+        }
+        let (Some(domain), Some(admin)) = (
+            self.store.setting(keys::CHAT_DOMAIN)?,
+            self.store.setting(keys::CHAT_ADMIN)?,
+        ) else {
+            return Ok(());
+        };
+        let chat_admin: crate::cluster::ChatAdmin = serde_json::from_str(&admin)
+            .map_err(|e| Error::Invalid(format!("stored setting {}: {e}", keys::CHAT_ADMIN)))?;
+        let plan = InstallPlan { domain, chat_admin };
+        let me = self.clone();
+        self.tasks
+            .spawn(async move { me.cluster_install(&plan).await });
+        Ok(())
+    }
+
+    /// Runs the cluster's install, its steps shown on the progress page; ends at shutdown.
+    async fn cluster_install(self: &Arc<Self>, plan: &InstallPlan) {
+        let me = self.clone();
+        let report = move |step, outcome: StepOutcome| {
+            me.set_progress(|p| p.apply(step, outcome.clone()));
+        };
+        tokio::select! {
+            () = self.cluster.install(plan, &report) => {}
+            () = self.cancel.cancelled() => {}
+        }
+    }
+
     /// Stops background tasks and waits for them.
     pub async fn shutdown(&self) {
         self.cancel.cancel();
@@ -831,12 +864,7 @@ impl Appliance {
                 );
             }),
         }
-        let me = self.clone();
-        self.cluster
-            .install(&plan, &move |step, outcome| {
-                me.set_progress(|p| p.apply(step, outcome.clone()));
-            })
-            .await;
+        self.cluster_install(&plan).await;
         self.event(
             EventLevel::Info,
             "setup.install_finished",

@@ -181,6 +181,7 @@ impl Daemon {
         )?;
         appliance.start_renewals()?;
         appliance.spawn_housekeeping();
+        appliance.resume_cluster()?;
 
         let token_path = cfg.data_dir.join(SETUP_TOKEN_FILE);
         let previous = std::fs::read_to_string(&token_path).ok();
@@ -242,6 +243,11 @@ impl Daemon {
     /// The setup token made at start (None once setup is complete).
     pub fn setup_token(&self) -> Option<&Secret> {
         self.setup_token.as_ref()
+    }
+
+    /// The proxy's shared state, for providers that feed it routes (the cluster's Ingresses).
+    pub fn proxy_shared(&self) -> Arc<gantry_proxy::state::Shared> {
+        self.proxy.shared().clone()
     }
 
     pub fn local_addr(&self, entrypoint: &str) -> Option<SocketAddr> {

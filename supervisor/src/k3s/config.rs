@@ -36,6 +36,21 @@ impl K3sPaths {
         }
     }
 
+    /// The appliance's layout, k3s's own defaults: `/etc/rancher/k3s` (bind-mounted from the data
+    /// partition by the image) and `/var/lib/rancher/k3s` (on the data partition), where the
+    /// image's tmpfiles link the air-gap archives.
+    pub fn system() -> K3sPaths {
+        let etc = Path::new("/etc/rancher/k3s");
+        let data = PathBuf::from("/var/lib/rancher/k3s");
+        K3sPaths {
+            config_file: etc.join("config.yaml"),
+            kubelet_config: etc.join("kubelet.yaml"),
+            kubeconfig: etc.join("k3s.yaml"),
+            storage_dir: data.join("storage"),
+            data_dir: data,
+        }
+    }
+
     /// Where k3s imports air-gap image archives from at start.
     pub fn images_dir(&self) -> PathBuf {
         self.data_dir.join("agent/images")

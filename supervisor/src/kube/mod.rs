@@ -9,6 +9,7 @@
 //! directly: it reads the status and events the supervisor publishes.
 
 pub mod apply;
+pub mod cluster;
 pub mod install;
 pub mod mongo;
 pub mod rollout;

@@ -26,13 +26,19 @@ pub enum ClusterEvent {
     Routes(ProviderStatus),
 }
 
+/// The stack Gantry should run: settings from the wizard and the UI, credentials generated once.
+#[derive(Debug, Clone)]
+pub struct Desired {
+    pub settings: StackSettings,
+    pub secrets: StackSecrets,
+}
+
 /// Inputs of [`run_cluster`].
 pub struct ClusterOptions {
     pub k3s: StartOptions,
-    /// Current settings; a change re-renders and re-applies the stack.
-    pub settings: watch::Receiver<StackSettings>,
-    /// From the store (generated once at setup).
-    pub secrets: StackSecrets,
+    /// What to install: `None` until setup has named the domain (k3s starts anyway, so its
+    /// boot overlaps the wizard); a change re-renders and re-applies the stack.
+    pub desired: watch::Receiver<Option<std::sync::Arc<Desired>>>,
     pub timeouts: Timeouts,
     pub status_interval: Duration,
     pub retry: Duration,
@@ -99,15 +105,19 @@ pub async fn run_cluster(
     let mut status_tick = tokio::time::interval(opts.status_interval);
     loop {
         if !applied {
-            let settings = opts.settings.borrow_and_update().clone();
-            let result = match render(&settings, &opts.secrets, &pins) {
-                Ok(stack) => {
-                    install(&client, &stack, &settings.namespace, &opts.timeouts, |s| {
-                        send(ClusterEvent::Install(s));
-                    })
-                    .await
-                }
-                Err(e) => Err(e.into()),
+            let desired = opts.desired.borrow_and_update().clone();
+            let result = match &desired {
+                // Nothing to install before setup.
+                None => Ok(()),
+                Some(d) => match render(&d.settings, &d.secrets, &pins) {
+                    Ok(stack) => {
+                        install(&client, &stack, &d.settings.namespace, &opts.timeouts, |s| {
+                            send(ClusterEvent::Install(s));
+                        })
+                        .await
+                    }
+                    Err(e) => Err(e.into()),
+                },
             };
             match result {
                 Ok(()) => applied = true,
@@ -116,9 +126,13 @@ pub async fn run_cluster(
         }
         tokio::select! {
             _ = stop.cancelled() => break,
-            r = opts.settings.changed() => if r.is_ok() { applied = false },
+            r = opts.desired.changed() => if r.is_ok() { applied = false },
             _ = status_tick.tick() => {
-                let ns = opts.settings.borrow().namespace.clone();
+                let ns = opts
+                    .desired
+                    .borrow()
+                    .as_ref()
+                    .map_or_else(|| StackSettings::new("unset.invalid").namespace, |d| d.settings.namespace.clone());
                 match fetch(&client, &ns, &k3s.node_name, 20).await {
                     Ok(s) => send(ClusterEvent::Status(Box::new(s))),
                     Err(e) => send(ClusterEvent::Error(e.to_string())),

@@ -30,19 +30,12 @@ pub trait RouteTarget: Send + Sync {
     fn set(&self, cfg: DynamicConfig) -> Result<u64, String>;
 }
 
-impl RouteTarget for gantry_proxy::Proxy {
+impl RouteTarget for gantry_proxy::state::Shared {
     fn context(&self) -> ProxyContext {
-        let snap = self.snapshot();
+        let snap = self.snapshot.load_full();
         let suffix = format!("@{PROVIDER}");
         ProxyContext {
-            entry_points: Some(
-                self.shared()
-                    .static_cfg
-                    .entry_points
-                    .keys()
-                    .cloned()
-                    .collect(),
-            ),
+            entry_points: Some(self.static_cfg.entry_points.keys().cloned().collect()),
             middlewares: Some(
                 snap.middlewares
                     .keys()
@@ -56,7 +49,8 @@ impl RouteTarget for gantry_proxy::Proxy {
     }
 
     fn set(&self, cfg: DynamicConfig) -> Result<u64, String> {
-        self.set_provider(PROVIDER, cfg).map_err(|e| e.to_string())
+        self.set_provider(PROVIDER, cfg, None)
+            .map_err(|e| e.to_string())
     }
 }
 
