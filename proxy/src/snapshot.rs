@@ -375,9 +375,12 @@ pub fn compile(
             }
         }
     }
+    // An entrypoint's options come from the dynamic configuration: before any provider has
+    // delivered one (the empty snapshot at start), they cannot exist yet.
     for (name, ep) in &static_cfg.entry_points {
         if let Some(opts) = ep.http.tls.as_ref().and_then(|t| t.options.as_ref())
             && !options.contains_key(opts)
+            && !providers.is_empty()
         {
             c.errors.push(CompileError {
                 what: format!("entrypoint `{name}`"),

@@ -375,6 +375,8 @@ async fn hostile_input_never_panics_and_service_continues() {
       insecure: true
     gantry:
       headerReadTimeout: 2s
+      # A tunnel left mid-frame by the garbage below is reaped.
+      websocketIdleTimeout: 2s
   websecure:
     address: \"127.0.0.1:0\"
     http:

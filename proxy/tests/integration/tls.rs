@@ -357,3 +357,94 @@ async fn acme_tls_alpn01_is_answered_for_acme_tls_1_clients_only() {
         .is_err()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_options_min_version_and_sni_strict() {
+    let ca = Ca::new("options CA");
+    let up = Upstream::start("app").await;
+    let p = TestProxy::start(
+        "entryPoints:
+  websecure:
+    address: \"127.0.0.1:0\"
+    http:
+      tls:
+        options: modern
+",
+    );
+    p.proxy()
+        .certs()
+        .set_managed(vec![ca.issue(&["app.test"]).loaded()], None);
+    p.set(&format!(
+        "http:
+  routers:
+    app:
+      rule: \"Host(`app.test`)\"
+      service: app
+  services:
+    app:
+      loadBalancer:
+        servers:
+          - url: {}
+tls:
+  options:
+    modern:
+      minVersion: VersionTLS13
+      sniStrict: true
+",
+        up.url()
+    ));
+    let addr = p.addr("websecure");
+    let tls12 = client_config(Trust::Any, &[b"http/1.1"], &[&rustls::version::TLS12]);
+    let tls13 = client_config(Trust::Any, &[b"http/1.1"], &[&rustls::version::TLS13]);
+    assert!(
+        tls_connect(addr, "app.test", tls12).await.is_err(),
+        "TLS 1.2 is refused with minVersion: VersionTLS13"
+    );
+    let s = tls_connect(addr, "app.test", tls13.clone()).await.unwrap();
+    assert_eq!(
+        s.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+    let r = send_on(
+        s,
+        false,
+        req("GET", "app.test", "/")
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.server(), "app");
+    // sniStrict: no certificate for the name, no handshake (instead of the default certificate).
+    assert!(tls_connect(addr, "unknown.test", tls13).await.is_err());
+
+    // A reload without the entrypoint's options is refused, naming them; so are insecure versions.
+    let err = p.try_set("http: {}\n").unwrap_err().to_string();
+    assert!(err.contains("TLS options `modern` do not exist"), "{err}");
+    let err = p
+        .try_set("tls:\n  options:\n    modern:\n      minVersion: VersionTLS10\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("VersionTLS10"), "{err}");
+    // The running configuration is untouched.
+    let s = tls_connect(
+        addr,
+        "app.test",
+        client_config(Trust::Any, &[b"http/1.1"], &[&rustls::version::TLS13]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        send_on(
+            s,
+            false,
+            req("GET", "app.test", "/")
+                .body(Full::new(Bytes::new()))
+                .unwrap()
+        )
+        .await
+        .unwrap()
+        .server(),
+        "app"
+    );
+}
