@@ -1,6 +1,7 @@
 //! The per-request path: ACME HTTP-01 answers, routing on the current snapshot, the router's
 //! middlewares and service, then metrics and the access log.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -69,11 +70,54 @@ pub(crate) async fn handle(
         }
     }
     if log && let Some(al) = &shared.access_log {
-        let body_len = http_body::Body::size_hint(resp.body()).exact().unwrap_or(0);
+        let line = LogLine {
+            log: al.clone(),
+            wall_start,
+            method,
+            path: path_for_log.unwrap_or_else(|| "/".to_owned()),
+            version,
+            req_size,
+            status,
+            ctx,
+        };
+        match http_body::Body::size_hint(resp.body()).exact() {
+            // Known size (generated answers, Content-Length): log now.
+            Some(len) => line.write(len, took),
+            // Streamed without a length (chunked, compressed, HTTP/2 without a length): count the
+            // bytes actually sent and log when the body ends (or the client goes away).
+            None => {
+                let (parts, body) = resp.into_parts();
+                let counted = CountedBody {
+                    inner: body,
+                    sent: 0,
+                    line: Some(line),
+                };
+                return http::Response::from_parts(parts, Body::boxed(counted));
+            }
+        }
+    }
+    resp
+}
+
+/// What an access log line needs once the response is done.
+struct LogLine {
+    log: crate::accesslog::AccessLog,
+    wall_start: SystemTime,
+    method: http::Method,
+    path: String,
+    version: http::Version,
+    req_size: u64,
+    status: u16,
+    ctx: RequestCtx,
+}
+
+impl LogLine {
+    fn write(&self, body_len: u64, took: std::time::Duration) {
+        let ctx = &self.ctx;
         let client = ctx.client_addr;
         let origin = ctx.origin_duration.map(|d| d.as_nanos());
         let entry = Entry {
-            start_utc: accesslog::rfc3339(wall_start),
+            start_utc: accesslog::rfc3339(self.wall_start),
             duration: took.as_nanos(),
             router_name: ctx.router.as_deref().unwrap_or(""),
             service_name: ctx.service.as_deref().unwrap_or(""),
@@ -82,13 +126,13 @@ pub(crate) async fn handle(
             client_addr: client.to_string(),
             client_host: crate::forwarded::canonical(client.ip()).to_string(),
             client_port: client.port().to_string(),
-            request_method: method.as_str(),
-            request_path: path_for_log.as_deref().unwrap_or("/"),
-            request_protocol: version_str(version),
+            request_method: self.method.as_str(),
+            request_path: &self.path,
+            request_protocol: version_str(self.version),
             request_host: ctx.request_host.as_deref().unwrap_or(""),
             request_scheme: ctx.scheme(),
-            request_content_size: req_size,
-            downstream_status: status,
+            request_content_size: self.req_size,
+            downstream_status: self.status,
             downstream_content_size: body_len,
             origin_status: ctx.origin_status,
             origin_duration: origin,
@@ -100,9 +144,63 @@ pub(crate) async fn handle(
             msg: "",
             time: accesslog::rfc3339(SystemTime::now()),
         };
-        al.log(&entry);
+        self.log.log(&entry);
     }
-    resp
+}
+
+pin_project_lite::pin_project! {
+    /// A response body of unknown length that counts what it yields and writes the access log
+    /// line when it ends, fails, or is dropped (the client went away).
+    struct CountedBody {
+        #[pin]
+        inner: Body,
+        sent: u64,
+        line: Option<LogLine>,
+    }
+
+    impl PinnedDrop for CountedBody {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(line) = this.line.take() {
+                line.write(*this.sent, line.ctx.start.elapsed());
+            }
+        }
+    }
+}
+
+impl http_body::Body for CountedBody {
+    type Data = bytes::Bytes;
+    type Error = crate::body::BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        let this = self.project();
+        let r = this.inner.poll_frame(cx);
+        match &r {
+            std::task::Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    *this.sent += d.len() as u64;
+                }
+            }
+            std::task::Poll::Ready(_) => {
+                if let Some(line) = this.line.take() {
+                    line.write(*this.sent, line.ctx.start.elapsed());
+                }
+            }
+            std::task::Poll::Pending => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 fn version_str(v: http::Version) -> &'static str {

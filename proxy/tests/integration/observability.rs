@@ -29,19 +29,24 @@ async fn json_access_log_has_traefiks_fields() {
     let r = get(web, "App.Test:81", "/some/path?q=1").await;
     let size = r.body.len() as u64;
     assert_eq!(get(web, "nothing.test", "/missing").await.status, 404);
+    // A streamed (chunked) answer: the size logged is what was sent.
+    up.state.release.add_permits(1);
+    let streamed = get(web, "app.test", "/trickle").await;
+    assert_eq!(streamed.text(), "first\nsecond\n");
+    assert_eq!(streamed.header("content-length"), None, "sent chunked");
 
-    let lines: Vec<Value> = eventually("two access log lines", LONG, || async {
+    let lines: Vec<Value> = eventually("three access log lines", LONG, || async {
         let text = std::fs::read_to_string(&log_path).unwrap_or_default();
         let lines: Vec<Value> = text
             .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
             .collect();
-        (lines.len() >= 2).then_some(lines)
+        (lines.len() >= 3).then_some(lines)
     })
     .await;
     assert_eq!(
         lines.len(),
-        2,
+        3,
         "the router with accessLogs: false is not logged: {lines:#?}"
     );
     let e = &lines[0];
@@ -70,6 +75,9 @@ async fn json_access_log_has_traefiks_fields() {
     assert_eq!(miss["DownstreamStatus"], 404);
     assert_eq!(miss["RouterName"], "");
     assert!(miss.get("OriginStatus").is_none());
+    let chunked = &lines[2];
+    assert_eq!(chunked["RequestPath"], "/trickle");
+    assert_eq!(chunked["DownstreamContentSize"], 13);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
