@@ -74,7 +74,12 @@ impl Retry {
         }
         for attempt in 1..self.attempts {
             let resp = next.run(replay(&parts, &body), ctx).await;
-            if resp.extensions().get::<ForwardError>() != Some(&ForwardError::Connect) {
+            // Refused and timed-out connections alike: the request never reached a server.
+            if !resp
+                .extensions()
+                .get::<ForwardError>()
+                .is_some_and(|e| e.is_connect())
+            {
                 return resp;
             }
             ctx.retry_attempts += 1;
@@ -154,6 +159,21 @@ mod tests {
             &r.into_body().collect().await.unwrap().to_bytes()[..],
             b"payload"
         );
+    }
+
+    #[tokio::test]
+    async fn retries_connect_timeouts_too() {
+        let (svc, calls) = flaky(1, ForwardError::ConnectTimeout);
+        let (r, ctx) = run(
+            &[mw("retry: {attempts: 2}")],
+            &svc,
+            request("GET", "/"),
+            ctx_from("1.1.1.1:1"),
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert_eq!(ctx.retry_attempts, 1);
     }
 
     #[tokio::test]
