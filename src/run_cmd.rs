@@ -262,7 +262,9 @@ async fn run_async(cfg: RunConfig) -> anyhow::Result<()> {
     let cluster: Arc<dyn Cluster> = match &k3s_cluster {
         Some(c) => c.clone(),
         None => {
-            tracing::info!("--no-cluster: running without a cluster (no k3s, MongoDB or Rocket.Chat)");
+            tracing::info!(
+                "--no-cluster: running without a cluster (no k3s, MongoDB or Rocket.Chat)"
+            );
             Arc::new(NoCluster::Disabled)
         }
     };

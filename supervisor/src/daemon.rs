@@ -58,9 +58,12 @@ pub struct Daemon {
 }
 
 fn proxy_config(cfg: &DaemonConfig) -> Result<StaticConfig, Error> {
-    let ep = |addr: SocketAddr, tls: bool| {
+    // The app entrypoints are the defaults for routers that name none (a cluster Ingress
+    // without the entrypoints annotation): apps never appear on the admin entrypoint.
+    let ep = |addr: SocketAddr, tls: bool, as_default: bool| {
         let mut v = serde_json::json!({
             "address": addr.to_string(),
+            "asDefault": as_default,
             // Stop quickly on SIGTERM: systemd waits, and the UI has no long requests.
             "transport": {"lifeCycle": {"requestAcceptGraceTimeout": "0s", "graceTimeOut": "3s"}},
         });
@@ -71,9 +74,9 @@ fn proxy_config(cfg: &DaemonConfig) -> Result<StaticConfig, Error> {
     };
     let v = serde_json::json!({
         "entryPoints": {
-            entrypoints::HTTP: ep(cfg.http, false),
-            entrypoints::HTTPS: ep(cfg.https, true),
-            entrypoints::ADMIN: ep(cfg.admin, true),
+            entrypoints::HTTP: ep(cfg.http, false, true),
+            entrypoints::HTTPS: ep(cfg.https, true, true),
+            entrypoints::ADMIN: ep(cfg.admin, true, false),
         }
     });
     serde_json::from_value(v).map_err(|e| Error::Invalid(format!("proxy configuration: {e}")))

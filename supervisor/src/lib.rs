@@ -45,11 +45,11 @@ pub mod certs;
 pub mod clock;
 pub mod cluster;
 pub mod daemon;
+mod error;
 pub mod ingress;
 pub mod k3s;
 pub mod kube;
 pub mod manifests;
-mod error;
 pub mod setup;
 pub mod store;
 #[cfg(feature = "testing")]

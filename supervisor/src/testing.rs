@@ -102,6 +102,21 @@ impl Pebble {
             eprintln!("GANTRY_SKIP_PEBBLE=1: skipping a test that needs pebble");
             return Ok(None);
         }
+        // pebble and its DNS server take ports picked free a moment earlier; a test running in
+        // parallel may bind one first. Such a start is retried with fresh ports.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Self::start_once(http_port, tls_port).await {
+                Err(e) if attempt < 4 && e.contains("address already in use") => {
+                    eprintln!("pebble: a port was taken meanwhile, retrying: {e}");
+                }
+                r => return r,
+            }
+        }
+    }
+
+    async fn start_once(http_port: u16, tls_port: u16) -> Result<Option<Pebble>, String> {
         for bin in ["pebble", "pebble-challtestsrv"] {
             if !installed(bin) {
                 return Err(format!(

@@ -19,28 +19,32 @@ use gantry_supervisor::k3s::{self, StartOptions, certs, readiness};
 use gantry_supervisor::kube::install::{Timeouts, install};
 use gantry_supervisor::kube::{status, watch};
 use gantry_supervisor::manifests::{Pins, StackSecrets, StackSettings, render};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 const DOMAIN: &str = "chat.gantry.test";
 
 async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+    // HTTPS with the proxy's default certificate (the stack's Ingress is TLS-only, on websecure).
+    let port = addr.port();
+    let out = tokio::process::Command::new("curl")
+        .args([
+            "-sk",
+            "--max-time",
+            "30",
+            "-w",
+            "\n%{http_code}",
+            "--resolve",
+        ])
+        .arg(format!("{DOMAIN}:{port}:{}", addr.ip()))
+        .arg(format!("https://{DOMAIN}:{port}{path}"))
+        .output()
+        .await;
+    let Ok(out) = out else {
         return (0, String::new());
     };
-    let req = format!("GET {path} HTTP/1.1\r\nhost: {DOMAIN}\r\nconnection: close\r\n\r\n");
-    if s.write_all(req.as_bytes()).await.is_err() {
-        return (0, String::new());
-    }
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut out)).await;
-    let text = String::from_utf8_lossy(&out).to_string();
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (code, text)
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -104,15 +108,15 @@ async fn k3s_runs_the_chat_stack_behind_the_proxy() {
     // The live Ingress provider feeds a real proxy; the chat answers through it.
     let static_cfg = gantry_proxy::config::parse_str(
         std::path::Path::new("static.yml"),
-        "entryPoints:\n  web:\n    address: \"127.0.0.1:0\"\n",
+        "entryPoints:\n  websecure:\n    address: \"127.0.0.1:0\"\n    http:\n      tls: {}\n",
     )
     .unwrap();
     let proxy = Arc::new(Proxy::start(static_cfg, ProxyOptions::default()).unwrap());
-    let addr = proxy.local_addr("web").unwrap();
+    let addr = proxy.local_addr("websecure").unwrap();
     let (status_tx, mut status_rx) = tokio::sync::watch::channel(Default::default());
     let provider = tokio::spawn(watch::run_ingress_provider(
         client.clone(),
-        proxy.clone(),
+        proxy.shared().clone(),
         Duration::from_millis(200),
         status_tx,
         stop.clone(),

@@ -362,3 +362,102 @@ async fn k3s_lines_go_to_tracing_target_k3s_with_their_level() {
     let err = line_with("fixture error");
     assert!(err.contains("ERROR k3s:"), "{err}");
 }
+
+/// `gantry run`'s cluster with a "k3s" that is `child-fixture` (it exits at once on k3s's
+/// arguments): the real start path (config written, subreaper, supervision) runs, the crash loop
+/// reaches the dashboard and the wizard's first step, and stop ends everything. What is not
+/// exercised: readiness, apply and the Ingress watch (they need a real k3s: `tests/k3s_real.rs`).
+#[tokio::test]
+async fn k3s_cluster_reports_a_crash_looping_k3s_to_dashboard_and_wizard() {
+    use gantry_supervisor::cluster::{
+        ChatAdmin, Cluster, ClusterState, ClusterStep, InstallPlan, StepOutcome,
+    };
+    use gantry_supervisor::ingress::ProxyContext;
+    use gantry_supervisor::k3s::StartOptions;
+    use gantry_supervisor::kube::cluster::{K3sCluster, K3sClusterOptions};
+    use gantry_supervisor::kube::install::Timeouts;
+    use gantry_supervisor::kube::watch::RouteTarget;
+
+    struct NoRoutes;
+    impl RouteTarget for NoRoutes {
+        fn context(&self) -> ProxyContext {
+            ProxyContext::default()
+        }
+        fn set(&self, _: gantry_proxy::config::DynamicConfig) -> Result<u64, String> {
+            Err("no cluster routes expected".into())
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut k3s = StartOptions::new(FIXTURE.into(), dir.path());
+    k3s.policy = fast_policy();
+    let cluster = K3sCluster::new(K3sClusterOptions {
+        k3s,
+        timeouts: Timeouts::default(),
+        status_interval: Duration::from_secs(5),
+        retry: Duration::from_millis(200),
+        secrets_file: dir.path().join("cluster-secrets.json"),
+    });
+    let stop = CancellationToken::new();
+    let task = cluster
+        .spawn(Arc::new(NoRoutes), stop.clone())
+        .expect("the fixture binary exists");
+    // k3s's configuration is written before the first start.
+    let config_file = dir.path().join("k3s/config.yaml");
+    let t0 = Instant::now();
+    while !config_file.exists() {
+        assert!(t0.elapsed() < DEADLINE, "no {}", config_file.display());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let config = std::fs::read_to_string(&config_file).unwrap();
+    assert!(
+        config.contains("traefik") && config.contains("servicelb"),
+        "{config}"
+    );
+
+    let plan = InstallPlan {
+        domain: "chat.example.com".into(),
+        chat_admin: ChatAdmin {
+            name: "Chat Admin".into(),
+            username: "rcadmin".into(),
+            email: "rc@example.com".into(),
+            password: "another long passphrase".into(),
+        },
+    };
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    let report = move |step, outcome| s2.lock().unwrap().push((step, outcome));
+    let crash_looping = || {
+        seen.lock().unwrap().iter().any(|(s, o)| {
+            *s == ClusterStep::ClusterStarted
+                && matches!(o, StepOutcome::Failed(m) if m.contains("crash-looping"))
+        })
+    };
+    let install = cluster.install(&plan, &report);
+    let deadline = tokio::time::sleep(DEADLINE);
+    tokio::pin!(install, deadline);
+    loop {
+        tokio::select! {
+            () = &mut install => panic!("the install cannot finish without a k3s"),
+            () = &mut deadline => panic!("no crash loop reported: {:?}", seen.lock().unwrap()),
+            () = tokio::time::sleep(Duration::from_millis(50)) => {
+                if crash_looping() { break }
+            }
+        }
+    }
+    let status = cluster.status();
+    assert_eq!(status.state, ClusterState::Failed, "{status:?}");
+    assert!(
+        status.message.contains("crash-looping"),
+        "{}",
+        status.message
+    );
+    // The stack's credentials were made for the install, privately.
+    assert!(dir.path().join("cluster-secrets.json").is_file());
+
+    stop.cancel();
+    tokio::time::timeout(DEADLINE, task)
+        .await
+        .expect("the cluster stops within the deadline")
+        .unwrap();
+}

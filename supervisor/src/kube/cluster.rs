@@ -21,8 +21,7 @@ use super::run::{ClusterEvent, ClusterOptions, Desired, run_cluster};
 use super::status::ClusterStatus as KubeStatus;
 use super::watch::{ProviderStatus, RouteTarget};
 use crate::cluster::{
-    AppStatus, Cluster, ClusterState, ClusterStatus, ClusterStep, InstallPlan, Report,
-    StepOutcome,
+    AppStatus, Cluster, ClusterState, ClusterStatus, ClusterStep, InstallPlan, Report, StepOutcome,
 };
 use crate::k3s::StartOptions;
 use crate::k3s::readiness::Progress;
@@ -112,7 +111,10 @@ impl View {
                 last_exit, delay, ..
             }) => (
                 ClusterState::Starting,
-                format!("k3s exited ({last_exit}); restarting in {}s", delay.as_secs()),
+                format!(
+                    "k3s exited ({last_exit}); restarting in {}s",
+                    delay.as_secs()
+                ),
             ),
             Some(K3sState::CrashLoop {
                 last_exit,
@@ -174,7 +176,11 @@ impl View {
             ("Rocket.Chat", ROCKETCHAT_NAME, st.chat_ready, "ready"),
             ("MongoDB", MONGO_NAME, st.mongo_primary, "primary"),
         ] {
-            let pods: Vec<_> = st.pods.iter().filter(|p| p.component == component).collect();
+            let pods: Vec<_> = st
+                .pods
+                .iter()
+                .filter(|p| p.component == component)
+                .collect();
             let detail = if pods.is_empty() {
                 "no pods".to_owned()
             } else {
@@ -241,7 +247,10 @@ pub fn install_outcome(
         ClusterEvent::K3s(K3sState::CrashLoop { last_exit, .. })
             if *stage == InstallStage::WaitingForK3s =>
         {
-            vec![(ClusterStarted, Failed(format!("k3s is crash-looping: {last_exit}")))]
+            vec![(
+                ClusterStarted,
+                Failed(format!("k3s is crash-looping: {last_exit}")),
+            )]
         }
         ClusterEvent::K3s(K3sState::BackingOff {
             last_exit, delay, ..
@@ -446,7 +455,11 @@ impl K3sCluster {
 
     /// The current view (for tests and the API).
     pub fn view(&self) -> View {
-        self.inner.view.lock().map(|v| v.clone()).unwrap_or_default()
+        self.inner
+            .view
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default()
     }
 }
 

@@ -76,11 +76,15 @@ pub async fn run_cluster(
         });
     }
     let client = loop {
-        let ready = k3s
-            .wait_ready(Duration::from_secs(600), |p| {
+        let ready = tokio::select! {
+            r = k3s.wait_ready(Duration::from_secs(600), |p| {
                 send(ClusterEvent::Readiness(p.clone()))
-            })
-            .await;
+            }) => r,
+            () = stop.cancelled() => {
+                k3s.join().await;
+                return Ok(());
+            }
+        };
         match ready {
             Ok(()) => match k3s::readiness::client(&k3s.paths.kubeconfig).await {
                 Ok(c) => break c,
@@ -111,10 +115,19 @@ pub async fn run_cluster(
                 None => Ok(()),
                 Some(d) => match render(&d.settings, &d.secrets, &pins) {
                     Ok(stack) => {
-                        install(&client, &stack, &d.settings.namespace, &opts.timeouts, |s| {
-                            send(ClusterEvent::Install(s));
-                        })
-                        .await
+                        let install = install(
+                            &client,
+                            &stack,
+                            &d.settings.namespace,
+                            &opts.timeouts,
+                            |s| {
+                                send(ClusterEvent::Install(s));
+                            },
+                        );
+                        tokio::select! {
+                            r = install => r,
+                            () = stop.cancelled() => break,
+                        }
                     }
                     Err(e) => Err(e.into()),
                 },

@@ -695,7 +695,24 @@ pub fn render(
         ..Default::default()
     }));
     objects.push(Object::Ingress(Ingress {
-        metadata: meta(ROCKETCHAT_NAME, nsr, ROCKETCHAT_NAME),
+        metadata: ObjectMeta {
+            // HTTPS only (plain HTTP falls through to Gantry's redirect), never on the admin
+            // entrypoint: Traefik's own annotations, so the Ingress reads the same under Traefik.
+            annotations: Some(
+                [
+                    (
+                        "traefik.ingress.kubernetes.io/router.entrypoints".to_owned(),
+                        "websecure".to_owned(),
+                    ),
+                    (
+                        "traefik.ingress.kubernetes.io/router.tls".to_owned(),
+                        "true".to_owned(),
+                    ),
+                ]
+                .into(),
+            ),
+            ..meta(ROCKETCHAT_NAME, nsr, ROCKETCHAT_NAME)
+        },
         spec: Some(IngressSpec {
             ingress_class_name: Some(CLASS_NAME.to_owned()),
             rules: Some(vec![IngressRule {

@@ -146,7 +146,11 @@ fn the_dashboard_shows_node_pods_restarts_and_reasons() {
     assert!(chat.detail.contains("3 restarts") && chat.detail.contains("CrashLoopBackOff"));
     assert_eq!(app("Node gantry").state, "ready");
     v.apply(&ClusterEvent::Error("status: connection refused".into()));
-    assert!(v.status().message.contains("last error: status: connection refused"));
+    assert!(
+        v.status()
+            .message
+            .contains("last error: status: connection refused")
+    );
 }
 
 #[test]
@@ -163,7 +167,10 @@ fn secrets_are_made_once_private_and_read_back_the_same() {
     assert_eq!(mode, 0o600);
     std::fs::write(&path, "{not json").unwrap();
     let e = load_or_create_secrets(&path).unwrap_err();
-    assert!(e.contains("secrets.json") && e.contains("not a Gantry secrets file"), "{e}");
+    assert!(
+        e.contains("secrets.json") && e.contains("not a Gantry secrets file"),
+        "{e}"
+    );
 }
 
 #[tokio::test]
