@@ -24,6 +24,9 @@ pin_project! {
         Empty,
         Full { data: Option<Bytes> },
         Incoming { #[pin] inner: hyper::body::Incoming },
+        /// An upstream response on a pooled connection, which goes back to the pool when the body
+        /// ends (and is closed if the body is dropped before).
+        Pooled { #[pin] inner: hyper::body::Incoming, checkout: crate::pool::Checkout },
         Boxed { #[pin] inner: BoxBody },
     }
 }
@@ -80,6 +83,18 @@ impl http_body::Body for Body {
             BodyProj::Empty => Poll::Ready(None),
             BodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             BodyProj::Incoming { inner } => inner.poll_frame(cx).map_err(Into::into),
+            BodyProj::Pooled {
+                mut inner,
+                checkout,
+            } => {
+                let r = inner.as_mut().poll_frame(cx);
+                match &r {
+                    Poll::Ready(None) => checkout.release(),
+                    Poll::Ready(Some(Ok(_))) if inner.is_end_stream() => checkout.release(),
+                    _ => {}
+                }
+                r.map_err(Into::into)
+            }
             BodyProj::Boxed { inner } => inner.poll_frame(cx),
         }
     }
@@ -88,7 +103,7 @@ impl http_body::Body for Body {
         match self {
             Body::Empty => true,
             Body::Full { data } => data.is_none(),
-            Body::Incoming { inner } => inner.is_end_stream(),
+            Body::Incoming { inner } | Body::Pooled { inner, .. } => inner.is_end_stream(),
             Body::Boxed { inner } => inner.is_end_stream(),
         }
     }
@@ -99,7 +114,7 @@ impl http_body::Body for Body {
             Body::Full { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
-            Body::Incoming { inner } => inner.size_hint(),
+            Body::Incoming { inner } | Body::Pooled { inner, .. } => inner.size_hint(),
             Body::Boxed { inner } => inner.size_hint(),
         }
     }

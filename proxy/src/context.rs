@@ -18,6 +18,8 @@ pub struct EntryPointInfo {
     pub websocket_idle_timeout: Duration,
     /// X-Forwarded-Port when the Host header names no port.
     pub port_header: http::HeaderValue,
+    /// This entrypoint's request metrics, resolved once.
+    pub metrics: Option<Arc<crate::metrics::RequestMetrics>>,
 }
 
 /// Mutable per-request state, filled in as the request moves through routing, middlewares and the

@@ -13,6 +13,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use crate::body::{Body, Request, Response, text_response};
 use crate::context::RequestCtx;
 use crate::forwarded::{self, Hop};
+use crate::pool::H1Pool;
 use crate::websocket;
 
 /// How to reach upstream servers: connect and header timeouts, pooling, TLS trust.
@@ -47,10 +48,13 @@ impl Default for TransportSettings {
 
 type HttpsConnector = hyper_rustls::HttpsConnector<HttpConnector>;
 
-/// The pooled clients of one transport: plain HTTP/1.1, HTTPS (HTTP/1.1 or h2 by ALPN), and h2c.
+/// The pooled clients of one transport: plain HTTP/1.1 (Gantry's per-worker pool, see
+/// [`crate::pool`]), HTTPS (HTTP/1.1 or h2 by ALPN) and h2c (hyper-util's pooled client, which
+/// handles ALPN and HTTP/2 multiplexing), and hyper-util's HTTP/1.1 client for health checks.
 #[derive(Clone)]
 pub struct Transport {
     pub settings: TransportSettings,
+    h1: Arc<H1Pool>,
     http: Client<HttpConnector, Body>,
     h2c: Client<HttpConnector, Body>,
     https: Client<HttpsConnector, Body>,
@@ -112,8 +116,14 @@ impl Transport {
         pool(&mut b);
         b.set_host(false);
         let https = b.build(https_conn);
+        let h1 = Arc::new(H1Pool::new(
+            settings.dial_timeout,
+            settings.idle_conn_timeout,
+            settings.max_idle_per_host,
+        ));
         Ok(Transport {
             settings,
+            h1,
             http,
             h2c,
             https,
@@ -252,6 +262,27 @@ impl Upstream {
             path_prefix,
             host_header,
         })
+    }
+
+    /// The origin-form request target (`/path?query`) for an HTTP/1.1 connection of our own pool;
+    /// the client's origin-form URI is reused as is.
+    fn origin_form(&self, req_uri: Uri) -> Result<Uri, http::Error> {
+        match &self.path_prefix {
+            None if req_uri.scheme().is_none() && req_uri.authority().is_none() => Ok(req_uri),
+            None => {
+                let pq = req_uri
+                    .path_and_query()
+                    .cloned()
+                    .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+                Ok(Uri::from(pq))
+            }
+            Some(prefix) => {
+                let pq = req_uri.path_and_query().map_or("/", |pq| pq.as_str());
+                Uri::builder()
+                    .path_and_query(format!("{prefix}{pq}"))
+                    .build()
+            }
+        }
     }
 
     fn uri_for(&self, req_uri: &Uri) -> Result<Uri, http::Error> {
@@ -488,9 +519,13 @@ pub async fn forward(
             .headers
             .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     }
-    parts.uri = upstream
-        .uri_for(&parts.uri)
-        .map_err(|_| ForwardError::BadGateway)?;
+    let pooled = upstream.scheme == UpstreamScheme::Http;
+    parts.uri = if pooled {
+        upstream.origin_form(std::mem::take(&mut parts.uri))
+    } else {
+        upstream.uri_for(&parts.uri)
+    }
+    .map_err(|_| ForwardError::BadGateway)?;
     parts.version = if upstream_h2 {
         Version::HTTP_2
     } else {
@@ -500,26 +535,40 @@ pub async fn forward(
 
     ctx.service_addr = Some(upstream.authority_str.clone());
     let started = Instant::now();
-    let send = transport.send(upstream.scheme, req);
-    let result = match transport.settings.response_header_timeout {
-        Some(t) => match tokio::time::timeout(t, send).await {
-            Ok(r) => r,
-            Err(_) => return Err(ForwardError::Timeout),
-        },
-        None => send.await,
-    };
-    ctx.origin_duration = Some(started.elapsed());
-    let mut resp = match result {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::debug!(upstream = %upstream.url, error = %e, "upstream request failed");
-            return Err(if e.is_connect() && caused_by_timeout(&e) {
-                ForwardError::ConnectTimeout
-            } else if e.is_connect() {
-                ForwardError::Connect
-            } else {
-                ForwardError::BadGateway
-            });
+    let (mut resp, checkout) = if pooled {
+        let send = transport.h1.send(&upstream.authority_str, req);
+        let result = match transport.settings.response_header_timeout {
+            Some(t) => match tokio::time::timeout(t, send).await {
+                Ok(r) => r,
+                Err(_) => return Err(ForwardError::Timeout),
+            },
+            None => send.await,
+        };
+        ctx.origin_duration = Some(started.elapsed());
+        let (resp, checkout) = result?;
+        (resp, Some(checkout))
+    } else {
+        let send = transport.send(upstream.scheme, req);
+        let result = match transport.settings.response_header_timeout {
+            Some(t) => match tokio::time::timeout(t, send).await {
+                Ok(r) => r,
+                Err(_) => return Err(ForwardError::Timeout),
+            },
+            None => send.await,
+        };
+        ctx.origin_duration = Some(started.elapsed());
+        match result {
+            Ok(r) => (r, None),
+            Err(e) => {
+                tracing::debug!(upstream = %upstream.url, error = %e, "upstream request failed");
+                return Err(if e.is_connect() && caused_by_timeout(&e) {
+                    ForwardError::ConnectTimeout
+                } else if e.is_connect() {
+                    ForwardError::Connect
+                } else {
+                    ForwardError::BadGateway
+                });
+            }
         }
     };
     ctx.origin_status = Some(resp.status().as_u16());
@@ -538,7 +587,19 @@ pub async fn forward(
     // The client's protocol version, not the upstream's (an HTTP/1.0 upstream must not turn the
     // client's keep-alive connection into a one-shot one).
     parts.version = downstream_version;
-    Ok(http::Response::from_parts(parts, Body::from(body)))
+    let body = match checkout {
+        // No body (HEAD, 204, 304, Content-Length: 0): the connection is free now.
+        Some(mut c) if http_body::Body::is_end_stream(&body) => {
+            c.release();
+            Body::from(body)
+        }
+        Some(checkout) => Body::Pooled {
+            inner: body,
+            checkout,
+        },
+        None => Body::from(body),
+    };
+    Ok(http::Response::from_parts(parts, body))
 }
 
 /// Whether an I/O timeout is somewhere in the error's chain of causes.

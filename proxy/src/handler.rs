@@ -13,6 +13,7 @@ use crate::context::RequestCtx;
 use crate::metrics::Labels;
 use crate::middleware::Next;
 use crate::rule::RouteInput;
+use crate::snapshot::Router;
 use crate::state::Shared;
 
 const ACME_PREFIX: &str = "/.well-known/acme-challenge/";
@@ -38,7 +39,10 @@ pub(crate) async fn handle(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    let (resp, log, metrics) = route(&shared, req, &mut ctx).await;
+    let (resp, router) = route(&shared, req, &mut ctx).await;
+    let (log, metrics) = router
+        .as_ref()
+        .map_or((true, false), |r| (r.access_log, r.metrics));
 
     let status = resp.status().as_u16();
     let took = ctx.start.elapsed();
@@ -54,19 +58,28 @@ pub(crate) async fn handle(
         method: method.clone(),
         protocol,
     };
-    if let Some(m) = shared.metrics.entrypoint(&ctx.entrypoint.name) {
+    if let Some(m) = &ctx.entrypoint.metrics {
         m.record(&labels, took);
     }
-    if metrics {
-        if let (Some(r), Some(s)) = (&ctx.router, &ctx.service)
-            && let Some(m) = shared.metrics.router(r, s)
-        {
-            m.record(&labels, took);
-        }
-        if let Some(s) = &ctx.service
-            && let Some(m) = shared.metrics.service(s)
-        {
-            m.record(&labels, took);
+    if metrics
+        && let Some(router) = &router
+        && let Some(s) = &ctx.service
+    {
+        match &router.metric_handles {
+            // The router's own service answered: the handles resolved at compile time.
+            Some((r, sm)) if Arc::ptr_eq(s, &router.service.name) || *s == router.service.name => {
+                r.record(&labels, took);
+                sm.record(&labels, took);
+            }
+            // A child of a weighted service answered.
+            _ => {
+                if let Some(m) = shared.metrics.router(&router.name, s) {
+                    m.record(&labels, took);
+                }
+                if let Some(m) = shared.metrics.service(s) {
+                    m.record(&labels, took);
+                }
+            }
         }
     }
     if log && let Some(al) = &shared.access_log {
@@ -213,8 +226,12 @@ fn version_str(v: http::Version) -> &'static str {
     }
 }
 
-/// Returns the response and whether to log and meter it.
-async fn route(shared: &Shared, req: Request, ctx: &mut RequestCtx) -> (Response, bool, bool) {
+/// Returns the response and the router that handled it (none: log it, do not meter it).
+async fn route(
+    shared: &Shared,
+    req: Request,
+    ctx: &mut RequestCtx,
+) -> (Response, Option<Arc<Router>>) {
     // HTTP-01 challenges come first, ahead of routers and redirects.
     if !ctx.tls
         && let Some(token) = req.uri().path().strip_prefix(ACME_PREFIX)
@@ -225,11 +242,11 @@ async fn route(shared: &Shared, req: Request, ctx: &mut RequestCtx) -> (Response
             header::CONTENT_TYPE,
             http::HeaderValue::from_static("application/octet-stream"),
         );
-        return (r, true, false);
+        return (r, None);
     }
     let snapshot = shared.snapshot.load_full();
     let Some(table) = snapshot.tables.get(&*ctx.entrypoint.name) else {
-        return (not_found(), true, false);
+        return (not_found(), None);
     };
     let host_full = req
         .uri()
@@ -261,7 +278,7 @@ async fn route(shared: &Shared, req: Request, ctx: &mut RequestCtx) -> (Response
         ctx.request_host = Some(host.into());
     }
     let Some(router) = router else {
-        return (not_found(), true, false);
+        return (not_found(), None);
     };
     ctx.router = Some(router.name.clone());
     let resp = if router.middlewares.is_empty() {
@@ -271,7 +288,7 @@ async fn route(shared: &Shared, req: Request, ctx: &mut RequestCtx) -> (Response
             .run(req, ctx)
             .await
     };
-    (resp, router.access_log, router.metrics)
+    (resp, Some(router))
 }
 
 fn not_found() -> Response {

@@ -31,6 +31,7 @@ pub mod forwarded;
 mod handler;
 pub mod metrics;
 pub mod middleware;
+pub mod pool;
 pub mod provider;
 pub mod rule;
 pub mod server;

@@ -1,11 +1,15 @@
 //! Prometheus metrics, named like Traefik's with a `gantry_` prefix.
 //!
 //! Per-request recording is a few relaxed atomic increments on series found under a read lock;
-//! a series is created (write lock) only the first time a label combination is seen.
+//! a series is created (write lock) only the first time a label combination is seen. Every
+//! [`RequestMetrics`] is split in shards, one per worker thread (threads are spread over the
+//! shards), so workers never write the same cache lines; a scrape adds the shards up. Handles
+//! (`Arc<RequestMetrics>`) are resolved when an entrypoint starts or a snapshot is compiled, not
+//! looked up by name per request.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -37,33 +41,63 @@ impl Series {
     }
 }
 
+/// A series' values summed over the shards (scrape time).
+#[derive(Debug, Default, Clone)]
+struct Totals {
+    count: u64,
+    sum_micros: u64,
+    buckets: Vec<u64>,
+}
+
+/// Number of shards per [`RequestMetrics`]: more than the worker threads of a small machine.
+const SHARDS: usize = 8;
+
+/// One shard on its own cache lines.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Shard(RwLock<BTreeMap<Labels, Series>>);
+
+/// The shard of the calling thread: threads take shards round robin on first use.
+fn shard_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    INDEX.with(|i| *i)
+}
+
 /// Requests of one entrypoint, router or service.
 #[derive(Debug)]
 pub struct RequestMetrics {
     buckets: Arc<[f64]>,
-    series: RwLock<BTreeMap<Labels, Arc<Series>>>,
+    shards: Box<[Shard]>,
 }
 
 impl RequestMetrics {
     fn new(buckets: Arc<[f64]>) -> Self {
         RequestMetrics {
             buckets,
-            series: RwLock::new(BTreeMap::new()),
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
         }
     }
 
     pub fn record(&self, labels: &Labels, took: Duration) {
-        let existing = self.series.read().ok().and_then(|m| m.get(labels).cloned());
-        let series = match existing {
-            Some(s) => s,
-            None => match self.series.write() {
-                Ok(mut m) => m
-                    .entry(labels.clone())
-                    .or_insert_with(|| Arc::new(Series::new(self.buckets.len())))
-                    .clone(),
-                Err(_) => return,
-            },
-        };
+        let shard = &self.shards[shard_index()].0;
+        if let Ok(m) = shard.read()
+            && let Some(series) = m.get(labels)
+        {
+            self.bump(series, took);
+            return;
+        }
+        if let Ok(mut m) = shard.write() {
+            let series = m
+                .entry(labels.clone())
+                .or_insert_with(|| Series::new(self.buckets.len()));
+            self.bump(series, took);
+        }
+    }
+
+    fn bump(&self, series: &Series, took: Duration) {
         series.count.fetch_add(1, Ordering::Relaxed);
         series
             .sum_micros
@@ -76,12 +110,37 @@ impl RequestMetrics {
         }
     }
 
+    /// Every series, summed over the shards.
+    fn totals(&self) -> BTreeMap<Labels, Totals> {
+        let mut out: BTreeMap<Labels, Totals> = BTreeMap::new();
+        for shard in &*self.shards {
+            let Ok(m) = shard.0.read() else { continue };
+            for (l, s) in m.iter() {
+                let t = out.entry(l.clone()).or_insert_with(|| Totals {
+                    buckets: vec![0; self.buckets.len()],
+                    ..Totals::default()
+                });
+                t.count += s.count.load(Ordering::Relaxed);
+                t.sum_micros += s.sum_micros.load(Ordering::Relaxed);
+                for (acc, b) in t.buckets.iter_mut().zip(&s.buckets) {
+                    *acc += b.load(Ordering::Relaxed);
+                }
+            }
+        }
+        out
+    }
+
     /// Total requests recorded (all labels).
     pub fn total(&self) -> u64 {
-        self.series
-            .read()
-            .map(|m| m.values().map(|s| s.count.load(Ordering::Relaxed)).sum())
-            .unwrap_or(0)
+        self.shards
+            .iter()
+            .filter_map(|s| s.0.read().ok())
+            .map(|m| {
+                m.values()
+                    .map(|s| s.count.load(Ordering::Relaxed))
+                    .sum::<u64>()
+            })
+            .sum()
     }
 }
 
@@ -296,53 +355,50 @@ impl Metrics {
                 out,
                 "# HELP gantry_{family}_requests_total Requests per {family}.\n# TYPE gantry_{family}_requests_total counter"
             );
-            for (lbl, m) in &list {
-                if let Ok(series) = m.series.read() {
-                    for (l, s) in series.iter() {
-                        let _ = writeln!(
-                            out,
-                            "gantry_{family}_requests_total{{code=\"{}\",method=\"{}\",protocol=\"{}\",{lbl}}} {}",
-                            l.code,
-                            l.method,
-                            l.protocol,
-                            s.count.load(Ordering::Relaxed)
-                        );
-                    }
+            let list: Vec<_> = list
+                .into_iter()
+                .map(|(lbl, m)| (lbl, m.totals(), m.buckets.clone()))
+                .collect();
+            for (lbl, series, _) in &list {
+                for (l, s) in series.iter() {
+                    let _ = writeln!(
+                        out,
+                        "gantry_{family}_requests_total{{code=\"{}\",method=\"{}\",protocol=\"{}\",{lbl}}} {}",
+                        l.code, l.method, l.protocol, s.count
+                    );
                 }
             }
             let _ = writeln!(
                 out,
                 "# HELP gantry_{family}_request_duration_seconds Request durations per {family}.\n# TYPE gantry_{family}_request_duration_seconds histogram"
             );
-            for (lbl, m) in &list {
-                if let Ok(series) = m.series.read() {
-                    for (l, s) in series.iter() {
-                        let base = format!(
-                            "code=\"{}\",method=\"{}\",protocol=\"{}\",{lbl}",
-                            l.code, l.method, l.protocol
-                        );
-                        for (i, b) in m.buckets.iter().enumerate() {
-                            let _ = writeln!(
-                                out,
-                                "gantry_{family}_request_duration_seconds_bucket{{{base},le=\"{b}\"}} {}",
-                                s.buckets[i].load(Ordering::Relaxed)
-                            );
-                        }
-                        let count = s.count.load(Ordering::Relaxed);
+            for (lbl, series, buckets) in &list {
+                for (l, s) in series.iter() {
+                    let base = format!(
+                        "code=\"{}\",method=\"{}\",protocol=\"{}\",{lbl}",
+                        l.code, l.method, l.protocol
+                    );
+                    for (i, b) in buckets.iter().enumerate() {
                         let _ = writeln!(
                             out,
-                            "gantry_{family}_request_duration_seconds_bucket{{{base},le=\"+Inf\"}} {count}"
-                        );
-                        let _ = writeln!(
-                            out,
-                            "gantry_{family}_request_duration_seconds_sum{{{base}}} {}",
-                            s.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
-                        );
-                        let _ = writeln!(
-                            out,
-                            "gantry_{family}_request_duration_seconds_count{{{base}}} {count}"
+                            "gantry_{family}_request_duration_seconds_bucket{{{base},le=\"{b}\"}} {}",
+                            s.buckets[i]
                         );
                     }
+                    let count = s.count;
+                    let _ = writeln!(
+                        out,
+                        "gantry_{family}_request_duration_seconds_bucket{{{base},le=\"+Inf\"}} {count}"
+                    );
+                    let _ = writeln!(
+                        out,
+                        "gantry_{family}_request_duration_seconds_sum{{{base}}} {}",
+                        s.sum_micros as f64 / 1e6
+                    );
+                    let _ = writeln!(
+                        out,
+                        "gantry_{family}_request_duration_seconds_count{{{base}}} {count}"
+                    );
                 }
             }
         }

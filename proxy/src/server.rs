@@ -82,6 +82,7 @@ impl EntryPointRuntime {
                     .non_zero()
                     .unwrap_or(Duration::from_secs(600)),
                 port_header: http::HeaderValue::from(port),
+                metrics: shared.metrics.entrypoint(name),
             }),
             tls_options: ep
                 .http

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::dynamic::{self, DynamicConfig, MiddlewareConfig, ServiceConfig};
 use crate::forward::{ForwardOptions, Transport, TransportSettings, Upstream};
+use crate::metrics::RequestMetrics;
 use crate::middleware::Middleware;
 use crate::rule::{RouteInput, Rule};
 use crate::service::{
@@ -45,6 +46,9 @@ pub struct Router {
     pub service: Arc<Service>,
     pub access_log: bool,
     pub metrics: bool,
+    /// With `metrics`: the router's series (router, its service) and the service's, resolved at
+    /// compile time. A weighted service answers under a child's name; those are looked up.
+    pub metric_handles: Option<(Arc<RequestMetrics>, Arc<RequestMetrics>)>,
 }
 
 /// The routers of one entrypoint.
@@ -297,6 +301,11 @@ pub fn compile(
                     }
                 }
                 middlewares.extend(own_mw.iter().cloned());
+                let metrics = rc
+                    .observability
+                    .as_ref()
+                    .and_then(|o| o.metrics)
+                    .unwrap_or(true);
                 let router = Arc::new(Router {
                     name: qname.as_str().into(),
                     rule_text: rc.rule.clone(),
@@ -311,11 +320,15 @@ pub fn compile(
                         .as_ref()
                         .and_then(|o| o.access_logs)
                         .unwrap_or(true),
-                    metrics: rc
-                        .observability
-                        .as_ref()
-                        .and_then(|o| o.metrics)
-                        .unwrap_or(true),
+                    metrics,
+                    metric_handles: if metrics {
+                        c.shared
+                            .metrics
+                            .router(&qname, &service.name)
+                            .zip(c.shared.metrics.service(&service.name))
+                    } else {
+                        None
+                    },
                 });
                 first.get_or_insert_with(|| router.clone());
                 per_ep.entry(ep_name.clone()).or_default().push(router);

@@ -298,6 +298,7 @@ impl Shared {
                     service,
                     access_log: false,
                     metrics: false,
+                    metric_handles: None,
                 }),
             ));
         };

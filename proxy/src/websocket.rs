@@ -11,7 +11,10 @@ use std::time::Duration;
 
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -160,7 +163,162 @@ pub fn close_frame(code: u16, masked: bool) -> Vec<u8> {
     }
 }
 
-const BUF: usize = 4096;
+/// Size of the per-thread relay buffer (one TLS record).
+const SCRATCH: usize = 16 * 1024;
+
+thread_local! {
+    /// Bytes are read into this buffer and written on at once; a tunnel owns memory only while the
+    /// other side cannot take what it read (then just the unwritten rest, freed once written).
+    /// So an idle tunnel holds no buffer at all, as HAProxy does.
+    static SCRATCH_BUF: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0u8; SCRATCH].into_boxed_slice());
+}
+
+/// One direction of a tunnel.
+#[derive(Debug, Default)]
+struct Half {
+    /// Read but not yet written (the writer pushed back); empty, without capacity, otherwise.
+    pending: Vec<u8>,
+    sent: usize,
+    /// Bytes were written since the last flush.
+    flush: bool,
+    tracker: FrameTracker,
+}
+
+/// What one poll of a direction did.
+enum Moved {
+    Bytes,
+    Eof,
+}
+
+/// Moves what `src` has to `dst` without a buffer of its own while both keep up.
+fn pump<R, W>(
+    cx: &mut Context<'_>,
+    src: &mut R,
+    dst: &mut W,
+    half: &mut Half,
+) -> Poll<std::io::Result<Moved>>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    while half.sent < half.pending.len() {
+        match Pin::new(&mut *dst).poll_write(cx, &half.pending[half.sent..]) {
+            Poll::Ready(Ok(0)) => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+            Poll::Ready(Ok(n)) => {
+                half.sent += n;
+                half.flush = true;
+            }
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
+        }
+    }
+    if half.sent > 0 {
+        half.pending = Vec::new();
+        half.sent = 0;
+    }
+    if half.flush {
+        match Pin::new(&mut *dst).poll_flush(cx) {
+            Poll::Ready(Ok(())) => half.flush = false,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
+        }
+    }
+    SCRATCH_BUF.with(|cell| {
+        let mut guard;
+        let mut fallback;
+        let buf: &mut [u8] = match cell.try_borrow_mut() {
+            Ok(g) => {
+                guard = g;
+                &mut guard[..]
+            }
+            // Not reachable (polling I/O does not poll other tunnels), but cheap to survive.
+            Err(_) => {
+                fallback = vec![0u8; 4096];
+                &mut fallback[..]
+            }
+        };
+        let mut rb = ReadBuf::new(buf);
+        match Pin::new(&mut *src).poll_read(cx, &mut rb) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
+        }
+        let n = rb.filled().len();
+        if n == 0 {
+            return Poll::Ready(Ok(Moved::Eof));
+        }
+        let data = &buf[..n];
+        half.tracker.feed(data);
+        half.flush = true;
+        let mut off = 0;
+        while off < n {
+            match Pin::new(&mut *dst).poll_write(cx, &data[off..]) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+                }
+                Poll::Ready(Ok(k)) => off += k,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    half.pending = data[off..].to_vec();
+                    half.sent = 0;
+                    break;
+                }
+            }
+        }
+        Poll::Ready(Ok(Moved::Bytes))
+    })
+}
+
+/// What [`step`] saw.
+enum Step {
+    Progress,
+    ClientEof,
+    UpstreamEof,
+    Error,
+}
+
+/// Moves bytes both ways; ready when something moved or a side ended.
+fn step<C, U>(
+    cx: &mut Context<'_>,
+    client: &mut C,
+    upstream: &mut U,
+    to_upstream: &mut Half,
+    to_client: &mut Half,
+) -> Poll<Step>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut progress = false;
+    match pump(cx, client, upstream, to_upstream) {
+        Poll::Ready(Ok(Moved::Bytes)) => progress = true,
+        Poll::Ready(Ok(Moved::Eof)) => return Poll::Ready(Step::ClientEof),
+        Poll::Ready(Err(_)) => return Poll::Ready(Step::Error),
+        Poll::Pending => {}
+    }
+    match pump(cx, upstream, client, to_client) {
+        Poll::Ready(Ok(Moved::Bytes)) => progress = true,
+        Poll::Ready(Ok(Moved::Eof)) => return Poll::Ready(Step::UpstreamEof),
+        Poll::Ready(Err(_)) => return Poll::Ready(Step::Error),
+        Poll::Pending => {}
+    }
+    if progress {
+        Poll::Ready(Step::Progress)
+    } else {
+        Poll::Pending
+    }
+}
+
+/// Writes what a direction still holds.
+async fn finish<W: AsyncWrite + Unpin>(dst: &mut W, half: &mut Half) -> std::io::Result<()> {
+    if half.sent < half.pending.len() {
+        dst.write_all(&half.pending[half.sent..]).await?;
+    }
+    half.pending = Vec::new();
+    half.sent = 0;
+    dst.flush().await
+}
 
 /// Relays until one side closes, the tunnel idles out, or `close` fires.
 pub async fn relay<C, U>(
@@ -173,18 +331,20 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut cbuf = vec![0u8; BUF];
-    let mut ubuf = vec![0u8; BUF];
-    let mut to_upstream = FrameTracker::default();
-    let mut to_client = FrameTracker::default();
+    let mut to_upstream = Half::default();
+    let mut to_client = Half::default();
     let mut closing: Option<TunnelEnd> = None;
     loop {
         if let Some(end) = closing
-            && to_upstream.at_boundary()
-            && to_client.at_boundary()
+            && to_upstream.tracker.at_boundary()
+            && to_client.tracker.at_boundary()
         {
-            let _ = client.write_all(&close_frame(GOING_AWAY, false)).await;
-            let _ = upstream.write_all(&close_frame(GOING_AWAY, true)).await;
+            if finish(&mut client, &mut to_client).await.is_ok() {
+                let _ = client.write_all(&close_frame(GOING_AWAY, false)).await;
+            }
+            if finish(&mut upstream, &mut to_upstream).await.is_ok() {
+                let _ = upstream.write_all(&close_frame(GOING_AWAY, true)).await;
+            }
             let _ = client.shutdown().await;
             let _ = upstream.shutdown().await;
             return end;
@@ -196,31 +356,21 @@ where
             idle
         };
         tokio::select! {
-            r = client.read(&mut cbuf) => match r {
-                Ok(0) => {
+            s = std::future::poll_fn(|cx| {
+                step(cx, &mut client, &mut upstream, &mut to_upstream, &mut to_client)
+            }) => match s {
+                Step::Progress => {}
+                Step::ClientEof => {
+                    let _ = finish(&mut upstream, &mut to_upstream).await;
                     let _ = upstream.shutdown().await;
                     return TunnelEnd::ClientClosed;
                 }
-                Ok(n) => {
-                    to_upstream.feed(&cbuf[..n]);
-                    if upstream.write_all(&cbuf[..n]).await.is_err() {
-                        return TunnelEnd::Error;
-                    }
-                }
-                Err(_) => return TunnelEnd::Error,
-            },
-            r = upstream.read(&mut ubuf) => match r {
-                Ok(0) => {
+                Step::UpstreamEof => {
+                    let _ = finish(&mut client, &mut to_client).await;
                     let _ = client.shutdown().await;
                     return TunnelEnd::UpstreamClosed;
                 }
-                Ok(n) => {
-                    to_client.feed(&ubuf[..n]);
-                    if client.write_all(&ubuf[..n]).await.is_err() {
-                        return TunnelEnd::Error;
-                    }
-                }
-                Err(_) => return TunnelEnd::Error,
+                Step::Error => return TunnelEnd::Error,
             },
             _ = close.cancelled(), if closing.is_none() => closing = Some(TunnelEnd::Shutdown),
             _ = tokio::time::sleep(deadline) => {

@@ -30,6 +30,7 @@ fn ctx_with(addr: &str, tls: bool, trusted: &[&str]) -> RequestCtx {
         tunnels: Tunnels::new(),
         websocket_idle_timeout: Duration::from_secs(60),
         port_header: http::HeaderValue::from(if tls { 443u16 } else { 80 }),
+        metrics: None,
     });
     RequestCtx::new(addr.parse().unwrap(), ep, tls)
 }
