@@ -278,6 +278,12 @@ async fn run_async(cfg: RunConfig) -> anyhow::Result<()> {
         }
     }
 
+    if let Some(c) = &k3s_cluster {
+        let app = daemon.appliance().clone();
+        c.set_event_sink(Arc::new(move |level, kind, message| {
+            app.record_event(level, kind, message);
+        }));
+    }
     let stop_cluster = CancellationToken::new();
     let cluster_task = k3s_cluster
         .as_ref()

@@ -167,6 +167,11 @@ fn gantry_run_supervises_k3s_and_reports_its_failures_through_setup_and_dashboar
         "{progress}"
     );
 
+    // The event log (Events page) has k3s's exit.
+    let (code, events) = curl(&["-b", cookies, &format!("{admin}/api/v1/events")]);
+    assert_eq!(code, 200, "{events}");
+    assert!(events.contains("cluster.k3s_exited"), "{events}");
+
     // k3s's configuration and the stack's credentials are on disk, the credentials private.
     let config = std::fs::read_to_string(data.join("k3s/config.yaml")).unwrap();
     assert!(config.contains("traefik"), "{config}");

@@ -520,6 +520,11 @@ impl Appliance {
         self.tasks.wait().await;
     }
 
+    /// Records an event of another part of the supervisor (the cluster) in the event log.
+    pub fn record_event(&self, level: EventLevel, kind: &str, message: &str) {
+        self.event(level, kind, None, message);
+    }
+
     fn event(&self, level: EventLevel, kind: &str, subject: Option<&str>, message: &str) {
         match level {
             EventLevel::Info => tracing::info!(kind, subject, "{message}"),

@@ -27,6 +27,80 @@ use crate::k3s::StartOptions;
 use crate::k3s::readiness::Progress;
 use crate::k3s::supervise::State as K3sState;
 use crate::manifests::{MONGO_NAME, ROCKETCHAT_NAME, StackSecrets, StackSettings};
+use crate::store::EventLevel;
+
+/// Where notable cluster events go (the store's event log, shown on the Events page).
+pub type EventSink = Arc<dyn Fn(EventLevel, &str, &str) + Send + Sync>;
+
+/// The events worth a line in the event log (state changes, not every poll); `last_error`
+/// keeps a retried error from being logged again and again.
+pub fn notable(
+    ev: &ClusterEvent,
+    last_error: &mut Option<String>,
+) -> Option<(EventLevel, &'static str, String)> {
+    match ev {
+        ClusterEvent::K3s(K3sState::Running { pid, restarts }) => Some((
+            EventLevel::Info,
+            "cluster.k3s_running",
+            format!("k3s is running (pid {pid}, {restarts} restarts)"),
+        )),
+        ClusterEvent::K3s(K3sState::BackingOff {
+            last_exit, delay, ..
+        }) => Some((
+            EventLevel::Warning,
+            "cluster.k3s_exited",
+            format!(
+                "k3s exited ({last_exit}); restarting in {}s",
+                delay.as_secs()
+            ),
+        )),
+        ClusterEvent::K3s(K3sState::CrashLoop {
+            last_exit,
+            restarts,
+            ..
+        }) => Some((
+            EventLevel::Error,
+            "cluster.k3s_crash_loop",
+            format!("k3s is crash-looping: {restarts} restarts, last exit: {last_exit}"),
+        )),
+        ClusterEvent::K3s(K3sState::Stopped { last_exit }) => Some((
+            EventLevel::Info,
+            "cluster.k3s_stopped",
+            format!(
+                "k3s stopped ({})",
+                last_exit.as_deref().unwrap_or("cleanly")
+            ),
+        )),
+        ClusterEvent::Readiness(Progress::Ready) => Some((
+            EventLevel::Info,
+            "cluster.ready",
+            "k3s is ready: API server and node".to_owned(),
+        )),
+        ClusterEvent::Install(s @ Step::Applied { .. }) => {
+            Some((EventLevel::Info, "cluster.applied", step_text(s)))
+        }
+        ClusterEvent::Install(Step::Done) => {
+            *last_error = None;
+            Some((
+                EventLevel::Info,
+                "cluster.installed",
+                "the chat stack is installed and ready".to_owned(),
+            ))
+        }
+        ClusterEvent::Error(e) if last_error.as_deref() != Some(e.as_str()) => {
+            *last_error = Some(e.clone());
+            Some((EventLevel::Warning, "cluster.error", e.clone()))
+        }
+        ClusterEvent::Routes(r) => r.error.as_ref().map(|e| {
+            (
+                EventLevel::Warning,
+                "cluster.routes_refused",
+                format!("the proxy refused the cluster's routes (previous routes stay): {e}"),
+            )
+        }),
+        _ => None,
+    }
+}
 
 /// How `gantry run` runs the cluster.
 #[derive(Debug)]
@@ -372,6 +446,7 @@ struct Inner {
     desired: watch::Sender<Option<Arc<Desired>>>,
     events: broadcast::Sender<ClusterEvent>,
     secrets_file: PathBuf,
+    sink: Mutex<Option<EventSink>>,
 }
 
 /// A k3s-backed [`Cluster`]. Create with [`K3sCluster::new`], hand it to the daemon, then
@@ -397,6 +472,7 @@ impl K3sCluster {
                 desired,
                 events,
                 secrets_file: opts.secrets_file.clone(),
+                sink: Mutex::new(None),
             }),
             opts: Mutex::new(Some(opts)),
         })
@@ -405,6 +481,13 @@ impl K3sCluster {
     fn update(inner: &Inner, f: impl FnOnce(&mut View)) {
         if let Ok(mut v) = inner.view.lock() {
             f(&mut v);
+        }
+    }
+
+    /// Sends notable events (see [`notable`]) to `sink` from now on.
+    pub fn set_event_sink(&self, sink: EventSink) {
+        if let Ok(mut s) = self.inner.sink.lock() {
+            *s = Some(sink);
         }
     }
 
@@ -430,8 +513,15 @@ impl K3sCluster {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let inner = self.inner.clone();
         let forward = tokio::spawn(async move {
+            let mut last_error = None;
             while let Some(ev) = rx.recv().await {
                 log_event(&ev);
+                if let Some((level, kind, message)) = notable(&ev, &mut last_error) {
+                    let sink = inner.sink.lock().ok().and_then(|s| s.clone());
+                    if let Some(sink) = sink {
+                        sink(level, kind, &message);
+                    }
+                }
                 Self::update(&inner, |v| v.apply(&ev));
                 let _ = inner.events.send(ev);
             }

@@ -222,3 +222,38 @@ async fn without_a_k3s_binary_install_fails_plainly_and_starts_nothing() {
     // Nothing was written: no credentials for a cluster that cannot run.
     assert!(!dir.path().join("secrets.json").exists());
 }
+
+#[test]
+fn the_event_log_gets_state_changes_and_each_error_once() {
+    let mut last = None;
+    let err = ClusterEvent::Error("apply: connection refused".into());
+    let first = notable(&err, &mut last).unwrap();
+    assert_eq!((first.0, first.1), (EventLevel::Warning, "cluster.error"));
+    assert!(
+        notable(&err, &mut last).is_none(),
+        "a retried error is logged once"
+    );
+    let crash = ClusterEvent::K3s(K3sState::CrashLoop {
+        last_exit: "exit code 1".into(),
+        delay: Duration::from_secs(60),
+        restarts: 5,
+    });
+    let (level, kind, msg) = notable(&crash, &mut last).unwrap();
+    assert_eq!((level, kind), (EventLevel::Error, "cluster.k3s_crash_loop"));
+    assert!(
+        msg.contains("5 restarts") && msg.contains("exit code 1"),
+        "{msg}"
+    );
+    assert!(
+        notable(
+            &ClusterEvent::Readiness(Progress::NodeNotReady("x".into())),
+            &mut last
+        )
+        .is_none()
+    );
+    assert!(notable(&ClusterEvent::Install(Step::Done), &mut last).is_some());
+    assert!(
+        notable(&err, &mut last).is_some(),
+        "after a success the error is news again"
+    );
+}
