@@ -32,13 +32,28 @@ use crate::store::EventLevel;
 /// Where notable cluster events go (the store's event log, shown on the Events page).
 pub type EventSink = Arc<dyn Fn(EventLevel, &str, &str) + Send + Sync>;
 
-/// The events worth a line in the event log (state changes, not every poll); `last_error`
-/// keeps a retried error from being logged again and again.
+/// What [`notable`] remembers between events.
+#[derive(Debug, Default)]
+pub struct NotableState {
+    /// Keeps a retried error from being logged again and again.
+    last_error: Option<String>,
+    /// In a crash loop, each restart is not news: logged again once k3s is ready.
+    crash_looping: bool,
+}
+
+/// The events worth a line in the event log (state changes, not every poll).
 pub fn notable(
     ev: &ClusterEvent,
-    last_error: &mut Option<String>,
+    st: &mut NotableState,
 ) -> Option<(EventLevel, &'static str, String)> {
+    let last_error = &mut st.last_error;
     match ev {
+        ClusterEvent::K3s(K3sState::Running { .. } | K3sState::BackingOff { .. })
+            if st.crash_looping =>
+        {
+            None
+        }
+        ClusterEvent::K3s(K3sState::CrashLoop { .. }) if st.crash_looping => None,
         ClusterEvent::K3s(K3sState::Running { pid, restarts }) => Some((
             EventLevel::Info,
             "cluster.k3s_running",
@@ -58,11 +73,12 @@ pub fn notable(
             last_exit,
             restarts,
             ..
-        }) => Some((
-            EventLevel::Error,
-            "cluster.k3s_crash_loop",
-            format!("k3s is crash-looping: {restarts} restarts, last exit: {last_exit}"),
-        )),
+        }) => Some((EventLevel::Error, "cluster.k3s_crash_loop", {
+            st.crash_looping = true;
+            format!(
+                "k3s is crash-looping: {restarts} restarts, last exit: {last_exit}; further restarts are not logged until it is ready"
+            )
+        })),
         ClusterEvent::K3s(K3sState::Stopped { last_exit }) => Some((
             EventLevel::Info,
             "cluster.k3s_stopped",
@@ -71,11 +87,10 @@ pub fn notable(
                 last_exit.as_deref().unwrap_or("cleanly")
             ),
         )),
-        ClusterEvent::Readiness(Progress::Ready) => Some((
-            EventLevel::Info,
-            "cluster.ready",
-            "k3s is ready: API server and node".to_owned(),
-        )),
+        ClusterEvent::Readiness(Progress::Ready) => Some((EventLevel::Info, "cluster.ready", {
+            st.crash_looping = false;
+            "k3s is ready: API server and node".to_owned()
+        })),
         ClusterEvent::Install(s @ Step::Applied { .. }) => {
             Some((EventLevel::Info, "cluster.applied", step_text(s)))
         }
@@ -513,10 +528,10 @@ impl K3sCluster {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let inner = self.inner.clone();
         let forward = tokio::spawn(async move {
-            let mut last_error = None;
+            let mut notable_state = NotableState::default();
             while let Some(ev) = rx.recv().await {
                 log_event(&ev);
-                if let Some((level, kind, message)) = notable(&ev, &mut last_error) {
+                if let Some((level, kind, message)) = notable(&ev, &mut notable_state) {
                     let sink = inner.sink.lock().ok().and_then(|s| s.clone());
                     if let Some(sink) = sink {
                         sink(level, kind, &message);

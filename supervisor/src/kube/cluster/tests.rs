@@ -225,7 +225,7 @@ async fn without_a_k3s_binary_install_fails_plainly_and_starts_nothing() {
 
 #[test]
 fn the_event_log_gets_state_changes_and_each_error_once() {
-    let mut last = None;
+    let mut last = NotableState::default();
     let err = ClusterEvent::Error("apply: connection refused".into());
     let first = notable(&err, &mut last).unwrap();
     assert_eq!((first.0, first.1), (EventLevel::Warning, "cluster.error"));
