@@ -82,7 +82,8 @@ fn proxy_config(cfg: &DaemonConfig) -> Result<StaticConfig, Error> {
     serde_json::from_value(v).map_err(|e| Error::Invalid(format!("proxy configuration: {e}")))
 }
 
-fn write_private(path: &Path, content: &str) -> Result<(), Error> {
+/// Writes a file only root can read (0600), atomically (temporary file, fsync, rename).
+pub(crate) fn write_private(path: &Path, content: &str) -> Result<(), Error> {
     let io = |source| Error::Io {
         what: "cannot write",
         path: path.to_owned(),

@@ -431,29 +431,19 @@ pub fn load_or_create_secrets(path: &Path) -> Result<StackSecrets, String> {
                 rocketchat_db_password: fresh.rocketchat_db_password.clone(),
             };
             let json = serde_json::to_string(&stored).map_err(|e| e.to_string())?;
-            write_private(path, &json).map_err(|e| format!("{}: {e}", path.display()))?;
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            }
+            crate::daemon::write_private(path, &json).map_err(
+                |e| match std::error::Error::source(&e) {
+                    Some(cause) => format!("{e}: {cause}"),
+                    None => e.to_string(),
+                },
+            )?;
             Ok(fresh)
         }
         Err(e) => Err(format!("{}: {e}", path.display())),
     }
-}
-
-fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(content.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 struct Inner {

@@ -12,7 +12,7 @@ use super::install::{Step, Timeouts, install};
 use super::status::{ClusterStatus, fetch};
 use super::watch::{ProviderStatus, RouteTarget, run_ingress_provider};
 use crate::k3s::{self, StartOptions, readiness::Progress};
-use crate::manifests::{Pins, StackSecrets, StackSettings, render};
+use crate::manifests::{DEFAULT_NAMESPACE, Pins, StackSecrets, StackSettings, render};
 
 /// What happened, for the UI.
 #[derive(Debug, Clone)]
@@ -145,7 +145,8 @@ pub async fn run_cluster(
                     .desired
                     .borrow()
                     .as_ref()
-                    .map_or_else(|| StackSettings::new("unset.invalid").namespace, |d| d.settings.namespace.clone());
+                    .map_or(DEFAULT_NAMESPACE, |d| d.settings.namespace.as_str())
+                    .to_owned();
                 match fetch(&client, &ns, &k3s.node_name, 20).await {
                     Ok(s) => send(ClusterEvent::Status(Box::new(s))),
                     Err(e) => send(ClusterEvent::Error(e.to_string())),

@@ -26,8 +26,8 @@ use serde::Serialize;
 
 pub use images::{IMAGES_TOML, ImagePin, K3sPin, Pins};
 pub use stack::{
-    MANAGED_BY, MONGO_NAME, MONGO_PORT, MONGO_READY_SCRIPT, MONGO_SECRET, REPLICA_SET,
-    ROCKETCHAT_NAME, Resources, STACK_LABEL, STACK_NAME, STORAGE_CLASS, StackSecrets,
+    DEFAULT_NAMESPACE, MANAGED_BY, MONGO_NAME, MONGO_PORT, MONGO_READY_SCRIPT, MONGO_SECRET,
+    REPLICA_SET, ROCKETCHAT_NAME, Resources, STACK_LABEL, STACK_NAME, STORAGE_CLASS, StackSecrets,
     StackSettings, mongo_member_host, render,
 };
 

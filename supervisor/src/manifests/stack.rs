@@ -34,6 +34,8 @@ pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "gantry");
 /// Which rendering an object belongs to (pruning only touches this stack's objects).
 pub const STACK_LABEL: &str = "gantry.io/stack";
 pub const STACK_NAME: &str = "chat";
+/// The stack's namespace unless settings say otherwise.
+pub const DEFAULT_NAMESPACE: &str = "chat";
 
 pub const MONGO_NAME: &str = "mongodb";
 pub const MONGO_SECRET: &str = "mongodb";
@@ -72,7 +74,7 @@ impl StackSettings {
     pub fn new(domain: &str) -> StackSettings {
         StackSettings {
             domain: domain.to_ascii_lowercase(),
-            namespace: "chat".to_owned(),
+            namespace: DEFAULT_NAMESPACE.to_owned(),
             rocketchat_replicas: 1,
             admin_username: "admin".to_owned(),
             admin_email: format!("admin@{}", domain.to_ascii_lowercase()),
