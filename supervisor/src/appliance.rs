@@ -101,7 +101,7 @@ pub struct DomainView {
     pub extra_names: Vec<String>,
     /// The chat's own domain (set up by the wizard).
     pub is_chat: bool,
-    /// `valid`, `issuing`, `waiting`, `failed`, `throttled` or `uploaded`.
+    /// `valid`, `issuing`, `waiting`, `failed`, `throttled`, `uploaded` or `self-signed`.
     pub status: &'static str,
     pub status_text: String,
     pub last_error: Option<String>,
@@ -885,10 +885,7 @@ impl Appliance {
                 manager.add_domain(&chat.domain, &[])?;
                 manager.issue(&chat.domain).await
             }
-            CertMode::SelfSigned => {
-                let (chain, key) = self_signed_for(&chat.domain, self.clock.now())?;
-                manager.import(&chat.domain, &chain, &key)
-            }
+            CertMode::SelfSigned => manager.self_signed_domain(&chat.domain),
             CertMode::Upload => match (&chat.chain_pem, &chat.key_pem) {
                 (Some(c), Some(k)) => manager.import(&chat.domain, c, k),
                 _ => Err(Error::Invalid("no certificate was uploaded".into())),
@@ -920,7 +917,8 @@ impl Appliance {
             days_left: days_left(c.not_after, now),
             expired: now >= c.not_after,
             renewal_due: certs::renewal_reason(c, now),
-            can_renew: c.domain.is_some() && c.source == CertSource::Acme,
+            // "Renew" orders from the ACME CA: also how a self-signed domain switches over.
+            can_renew: c.domain.is_some() && c.source != CertSource::Uploaded,
             trusted,
         }
     }
@@ -956,6 +954,16 @@ impl Appliance {
                     "uploaded",
                     format!(
                         "uploaded certificate, valid for {} more days",
+                        days_left(c.not_after, now)
+                    ),
+                    None,
+                    None,
+                ),
+                (None, Some(c)) if c.source == CertSource::SelfSigned => (
+                    "self-signed",
+                    format!(
+                        "self-signed certificate (browsers warn), valid for {} more days; \
+                         renew to order one from the ACME CA",
                         days_left(c.not_after, now)
                     ),
                     None,
@@ -1391,21 +1399,6 @@ fn certs_fmt_time(unix: i64) -> String {
     }
 }
 
-/// A self-signed certificate for `domain` (chat domain in self-signed mode), valid 825 days.
-fn self_signed_for(domain: &str, now: i64) -> Result<(String, String), Error> {
-    let mut params = rcgen::CertificateParams::new(vec![domain.to_owned()])?;
-    let mut dn = rcgen::DistinguishedName::new();
-    dn.push(rcgen::DnType::CommonName, "Gantry self-signed certificate");
-    params.distinguished_name = dn;
-    let start = time::OffsetDateTime::from_unix_timestamp(now - 3600)
-        .map_err(|e| Error::Cert(e.to_string()))?;
-    params.not_before = start;
-    params.not_after = start + time::Duration::days(825);
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-    let cert = params.self_signed(&key)?;
-    Ok((cert.pem(), key.serialize_pem()))
-}
-
 mod trust {
     //! Does a chain verify against the system's roots (the browser's view, roughly)?
 
@@ -1459,21 +1452,6 @@ mod trust {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn self_signed_chat_certificate_imports() {
-        use crate::clock::Clock as _;
-        let now = crate::clock::SystemClock.now();
-        let (chain, key) = self_signed_for("chat.example.com", now).unwrap();
-        let info = certs::validate_import("chat.example.com", &chain, &key, now).unwrap();
-        assert_eq!(info.names, vec!["chat.example.com"]);
-        assert!(
-            info.issuer.contains("Gantry self-signed"),
-            "{}",
-            info.issuer
-        );
-        assert!(!trust::verifies(&chain, "chat.example.com", now));
-    }
 
     #[test]
     fn progress_restored_after_restart_marks_interrupted_steps() {

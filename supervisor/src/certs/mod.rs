@@ -179,7 +179,9 @@ pub fn load_stored(store: &Store, certs: &CertStore, now: i64) -> Result<usize, 
     for rec in store.current_certificates()? {
         match load_pem(rec.chain_pem.as_bytes(), rec.key_pem.as_bytes()) {
             Ok(c) => {
-                if rec.source == CertSource::SelfSigned {
+                // A domain's own self-signed certificate is served for its names only; the
+                // machine's bootstrap one (no domain) is the default.
+                if rec.source == CertSource::SelfSigned && rec.domain_id.is_none() {
                     default = Some(c.clone());
                 }
                 loaded.push(c);
@@ -260,6 +262,9 @@ pub enum RenewalAction {
     NotDue,
     /// An uploaded certificate: the operator renews it.
     Uploaded,
+    /// A domain in self-signed mode got a fresh self-signed certificate (never switched to ACME
+    /// behind the operator's back: the domain may not be reachable from the internet).
+    SelfSigned(CertificateRecord),
     /// Waiting for the backoff after a failure.
     BackingOff {
         until: i64,
@@ -725,6 +730,17 @@ impl CertManager {
             Err(e) => return RenewalAction::Failed(e),
         };
         let now = self.clock.now();
+        if let Some(c) = &current
+            && c.source == CertSource::SelfSigned
+        {
+            if renewal_reason(c, now).is_none() {
+                return RenewalAction::NotDue;
+            }
+            return match self.self_signed_domain(&domain.name) {
+                Ok(rec) => RenewalAction::SelfSigned(rec),
+                Err(e) => RenewalAction::Failed(e),
+            };
+        }
         let reason = match &current {
             None => "no certificate yet",
             Some(c) => match renewal_reason(c, now) {
@@ -800,6 +816,45 @@ impl CertManager {
         key_pem: &str,
     ) -> Result<CertificateRecord, Error> {
         let rec = import(&self.store, self.clock.now(), domain, chain_pem, key_pem)?;
+        self.install()?;
+        Ok(rec)
+    }
+
+    /// Gives `domain` (added if new) a fresh self-signed certificate for its name and serves it at
+    /// once: the chat domain in the wizard's self-signed mode, and that certificate's renewal.
+    /// Switching such a domain to ACME is [`CertManager::issue`] (the web UI's "renew").
+    pub fn self_signed_domain(&self, domain: &str) -> Result<CertificateRecord, Error> {
+        let name = normalize_domain(domain)?;
+        let now = self.clock.now();
+        let d = match self.store.domain(&name)? {
+            Some(d) => d,
+            None => self.store.upsert_domain(&name, &[], now)?,
+        };
+        let (chain, key) = x509::self_signed(&name, &[], now, self.policy.self_signed_days)?;
+        let info = x509::describe_chain(&chain)?;
+        let rec = self.store.insert_certificate(
+            &NewCertificate {
+                domain_id: Some(d.id),
+                source: CertSource::SelfSigned,
+                names: &info.names,
+                chain_pem: &chain,
+                key_pem: &key,
+                issuer: &info.issuer,
+                serial: &info.serial,
+                not_before: info.not_before,
+                not_after: info.not_after,
+            },
+            now,
+        )?;
+        self.event(
+            EventLevel::Info,
+            "certificate.self_signed",
+            Some(&name),
+            &format!(
+                "self-signed certificate generated for {name}, valid until {}",
+                fmt_time(info.not_after)
+            ),
+        );
         self.install()?;
         Ok(rec)
     }

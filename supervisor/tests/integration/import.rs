@@ -192,3 +192,78 @@ async fn valid_import_is_stored_and_served_at_once() {
     );
     proxy.shutdown().await;
 }
+
+/// The wizard's self-signed mode: the domain gets its own self-signed certificate, listed as
+/// such (not as uploaded), served for its name while the machine's bootstrap certificate stays
+/// the default, and renewed as self-signed, never by ACME behind the operator's back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn self_signed_domain_is_served_and_renewed_without_acme() {
+    use gantry_supervisor::certs::{MachineIdentity, RenewalAction};
+    use gantry_supervisor::clock::OffsetClock;
+
+    let dir = tempfile::tempdir().unwrap();
+    let certs = CertStore::new().unwrap();
+    let proxy = start_proxy(certs.clone(), true).unwrap();
+    let tls = proxy.local_addr("websecure").unwrap();
+    let clock = Arc::new(OffsetClock::new());
+    let store = Arc::new(Store::open(dir.path(), 0).unwrap());
+    let mgr = CertManager::new(
+        store.clone(),
+        clock.clone(),
+        certs,
+        AcmeConfig {
+            // Unreachable here: an ACME attempt would fail and be recorded.
+            directory: Directory::LetsEncryptStaging,
+            extra_root: None,
+            email: None,
+            http01: false,
+            tls_alpn01: false,
+        },
+        policy(),
+    );
+    mgr.bootstrap(&MachineIdentity::detect()).unwrap();
+    let rec = mgr.self_signed_domain("Chat.Example.com").unwrap();
+    assert_eq!(rec.source, CertSource::SelfSigned);
+    assert_eq!(rec.domain.as_deref(), Some("chat.example.com"));
+    assert_eq!(rec.names, vec!["chat.example.com"]);
+    let served = tls_connect(tls, "chat.example.com", &rec.chain_pem)
+        .await
+        .unwrap();
+    assert_eq!(served.len(), 1);
+    // The bootstrap certificate (host name and addresses) is still the default: a client without
+    // a matching name (here the address) gets it, not the domain's.
+    let boot = store.current_self_signed().unwrap().unwrap();
+    assert!(boot.domain_id.is_none());
+    tls_connect(tls, "127.0.0.1", &boot.chain_pem)
+        .await
+        .unwrap();
+    assert!(tls_connect(tls, "127.0.0.1", &rec.chain_pem).await.is_err());
+
+    let actions = mgr.renew_due().await.unwrap();
+    assert!(
+        matches!(actions[..], [(_, RenewalAction::NotDue)]),
+        "{actions:?}"
+    );
+    // Two thirds of its lifetime later it is due: a new self-signed certificate, no ACME order.
+    let lifetime = rec.not_after - rec.not_before;
+    clock.set_offset(lifetime * 2 / 3 + 86_400);
+    let actions = mgr.renew_due().await.unwrap();
+    let [(_, RenewalAction::SelfSigned(new))] = &actions[..] else {
+        panic!("expected a self-signed renewal: {actions:?}");
+    };
+    assert_eq!(new.source, CertSource::SelfSigned);
+    assert_ne!(new.serial, rec.serial);
+    assert!(new.not_after > rec.not_after);
+    let d = store.domain("chat.example.com").unwrap().unwrap();
+    assert!(
+        store.attempts(d.id, 10).unwrap().is_empty(),
+        "no ACME attempt"
+    );
+    // The proxy serves the new one at once (checked on the proxy's certificate store: a TLS
+    // client would refuse it, as its validity starts in the test clock's future).
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let served = mgr.cert_store().resolve_sni(Some("chat.example.com"));
+    let new_der = CertificateDer::from_pem_slice(new.chain_pem.as_bytes()).unwrap();
+    assert_eq!(served.cert[0], new_der);
+    proxy.shutdown().await;
+}

@@ -181,6 +181,23 @@ async fn full_setup_then_pages_and_api() {
         .json();
     assert_eq!(dash["cluster"]["state"], "disabled");
     assert!(dash["disk"]["used_bytes"].as_u64().unwrap() > 0);
+    // The wizard's self-signed chat certificate is listed as self-signed (not as uploaded), and
+    // "renew" is offered: it is how the domain switches to the ACME CA.
+    let domains = t
+        .api(Method::GET, "/api/v1/domains", None, &[])
+        .await
+        .json();
+    let chat = domains
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["is_chat"] == true)
+        .unwrap_or_else(|| panic!("no chat domain: {domains}"));
+    assert_eq!(chat["status"], "self-signed", "{chat}");
+    assert_eq!(chat["certificate"]["source"], "self-signed", "{chat}");
+    assert_eq!(chat["certificate"]["can_renew"], true, "{chat}");
+    let r = t.get("/certificates").await;
+    assert!(r.body.contains("Order from the ACME CA"), "{}", r.body);
 
     // The app side is a placeholder now, and the wizard sends browsers to the admin UI.
     let r = t
