@@ -127,6 +127,9 @@ struct LogLine {
 impl LogLine {
     fn write(&self, body_len: u64, took: std::time::Duration) {
         let ctx = &self.ctx;
+        if !self.log.keep(self.status, took, ctx.retry_attempts) {
+            return;
+        }
         let client = ctx.client_addr;
         let origin = ctx.origin_duration.map(|d| d.as_nanos());
         let entry = Entry {

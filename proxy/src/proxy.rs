@@ -55,6 +55,7 @@ impl Proxy {
                 al.file_path.as_deref(),
                 al.format.as_deref() != Some("common"),
                 al.buffering_size,
+                crate::accesslog::Settings::compile(al).map_err(ProxyError::Invalid)?,
                 metrics.clone(),
             )?),
             None => None,
@@ -163,6 +164,9 @@ impl Proxy {
         static_cfg: StaticConfig,
         dynamic: crate::config::LoadedDynamic,
     ) -> Result<Arc<Snapshot>, ProxyError> {
+        if let Some(al) = &static_cfg.access_log {
+            crate::accesslog::Settings::compile(al).map_err(ProxyError::Invalid)?;
+        }
         let shared = Shared::new(
             Arc::new(static_cfg),
             CertStore::new()?,

@@ -80,6 +80,59 @@ async fn json_access_log_has_traefiks_fields() {
     assert_eq!(chunked["DownstreamContentSize"], 13);
 }
 
+/// `accessLog.filters` and `accessLog.fields` through a running proxy: only the 404 and the slow
+/// request are written (any filter matching keeps a line), with the client's address dropped and
+/// the host redacted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_filters_and_fields_apply() {
+    let up = Upstream::start("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("access.log");
+    let p = TestProxy::start_in(
+        dir,
+        &format!(
+            "entryPoints:\n  web:\n    address: \"127.0.0.1:0\"\naccessLog:\n  filePath: {}\n  \
+             filters:\n    statusCodes: ['404']\n    minDuration: 1s\n  fields:\n    \
+             names:\n      ClientAddr: drop\n      ClientHost: drop\n      ClientPort: drop\n      \
+             RequestHost: redact\n",
+            log_path.display()
+        ),
+    );
+    p.set_json(json!({"http": {
+        "routers": {"app": {"rule": "Host(`app.test`)", "service": "app"}},
+        "services": {"app": {"loadBalancer": {"servers": [{"url": up.url()}]}}},
+    }}));
+    let web = p.addr("web");
+    assert_eq!(get(web, "app.test", "/fast").await.status, 200);
+    assert_eq!(get(web, "nothing.test", "/missing").await.status, 404);
+    // The upstream holds `/trickle` until released: over minDuration (1 s; a loaded machine
+    // must not make `/fast` that slow).
+    let slow = tokio::spawn(async move { get(web, "app.test", "/trickle").await });
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    up.state.release.add_permits(1);
+    assert_eq!(slow.await.unwrap().status, 200);
+
+    let lines: Vec<Value> = eventually("two access log lines", LONG, || async {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect();
+        (lines.len() >= 2).then_some(lines)
+    })
+    .await;
+    let paths: Vec<_> = lines.iter().map(|l| l["RequestPath"].clone()).collect();
+    assert_eq!(paths, [json!("/missing"), json!("/trickle")], "{lines:#?}");
+    for l in &lines {
+        assert!(
+            l.get("ClientAddr").is_none() && l.get("ClientHost").is_none(),
+            "{l}"
+        );
+        assert_eq!(l["RequestHost"], "REDACTED", "{l}");
+        assert_eq!(l["level"], "info", "{l}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_metrics_named_like_traefiks() {
     let ca = Ca::new("metrics CA");
