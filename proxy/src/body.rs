@@ -133,3 +133,89 @@ pub fn text_response(status: http::StatusCode, text: &'static str) -> Response {
     );
     resp
 }
+
+pin_project! {
+    /// A body that must be transferred completely by `deadline` (`respondingTimeouts.readTimeout`
+    /// for request bodies, `writeTimeout` for response bodies); after it, the next poll yields an
+    /// error naming the setting, which aborts the transfer. The timer is armed only while the body
+    /// waits for data, so a body that keeps flowing costs one clock read per frame.
+    pub struct Deadline {
+        #[pin]
+        inner: Body,
+        deadline: tokio::time::Instant,
+        sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+        what: &'static str,
+        limit: std::time::Duration,
+    }
+}
+
+impl Deadline {
+    /// `what` names the setting in the error (`readTimeout`).
+    pub fn wrap(
+        inner: Body,
+        start: tokio::time::Instant,
+        limit: std::time::Duration,
+        what: &'static str,
+    ) -> Body {
+        if http_body::Body::is_end_stream(&inner) {
+            return inner;
+        }
+        Body::boxed(Deadline {
+            inner,
+            deadline: start + limit,
+            sleep: None,
+            what,
+            limit,
+        })
+    }
+}
+
+/// The error a [`Deadline`] body yields.
+#[derive(Debug, thiserror::Error)]
+#[error("body not transferred within {what} ({limit:?})")]
+pub struct DeadlineExceeded {
+    pub what: &'static str,
+    pub limit: std::time::Duration,
+}
+
+impl http_body::Body for Deadline {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        let expired = || {
+            Poll::Ready(Some(Err(Box::new(DeadlineExceeded {
+                what: this.what,
+                limit: *this.limit,
+            }) as BoxError)))
+        };
+        if tokio::time::Instant::now() >= *this.deadline {
+            return expired();
+        }
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(r) => Poll::Ready(r),
+            Poll::Pending => {
+                let deadline = *this.deadline;
+                let sleep = this
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                match sleep.as_mut().poll(cx) {
+                    Poll::Ready(()) => expired(),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

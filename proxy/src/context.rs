@@ -16,6 +16,12 @@ pub struct EntryPointInfo {
     /// Open WebSocket tunnels (process-wide), closed with 1001 at shutdown.
     pub tunnels: Arc<crate::websocket::Tunnels>,
     pub websocket_idle_timeout: Duration,
+    /// `respondingTimeouts.readTimeout`: the request (body included) must be read by then,
+    /// counted from the request's start.
+    pub read_timeout: Option<Duration>,
+    /// `respondingTimeouts.writeTimeout`: the response body must be sent by then, counted from
+    /// the request's start.
+    pub write_timeout: Option<Duration>,
     /// X-Forwarded-Port when the Host header names no port.
     pub port_header: http::HeaderValue,
     /// This entrypoint's request metrics, resolved once.

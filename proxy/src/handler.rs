@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use http::{StatusCode, header};
 
 use crate::accesslog::{self, Entry};
-use crate::body::{Body, Request, Response, text_response};
+use crate::body::{Body, Deadline, Request, Response, text_response};
 use crate::context::RequestCtx;
 use crate::metrics::Labels;
 use crate::middleware::Next;
@@ -24,7 +24,10 @@ pub(crate) async fn handle(
     req: hyper::Request<hyper::body::Incoming>,
     mut ctx: RequestCtx,
 ) -> Response {
-    let req: Request = req.map(Body::from);
+    let mut req: Request = req.map(Body::from);
+    if let Some(limit) = ctx.entrypoint.read_timeout {
+        req = req.map(|b| Deadline::wrap(b, ctx.start.into(), limit, "readTimeout"));
+    }
     let method = req.method().clone();
     let version = req.version();
     let wall_start = SystemTime::now();

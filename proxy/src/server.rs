@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::body::Deadline;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -55,6 +56,9 @@ pub(crate) struct EntryPointRuntime {
     pub idle_timeout: Option<Duration>,
     pub max_streams: Option<u32>,
     pub keep_alive_max_requests: u64,
+    /// `keepAliveMaxTime`: the connection closes gracefully once this old (HTTP/1.1 responses
+    /// after it say `Connection: close`; HTTP/2 gets a GOAWAY).
+    pub keep_alive_max_time: Option<Duration>,
 }
 
 impl EntryPointRuntime {
@@ -83,6 +87,8 @@ impl EntryPointRuntime {
                     .unwrap_or(Duration::from_secs(600)),
                 port_header: http::HeaderValue::from(port),
                 metrics: shared.metrics.entrypoint(name),
+                read_timeout: ep.transport.responding_timeouts.read_timeout.non_zero(),
+                write_timeout: ep.transport.responding_timeouts.write_timeout.non_zero(),
             }),
             tls_options: ep
                 .http
@@ -104,6 +110,7 @@ impl EntryPointRuntime {
             idle_timeout: ep.transport.responding_timeouts.idle_timeout.non_zero(),
             max_streams: ep.http2.as_ref().and_then(|h| h.max_concurrent_streams),
             keep_alive_max_requests: ep.transport.keep_alive_max_requests,
+            keep_alive_max_time: ep.transport.keep_alive_max_time.non_zero(),
         })
     }
 }
@@ -245,6 +252,9 @@ async fn serve_http<IO>(
     let in_flight = Arc::new(AtomicUsize::new(0));
     let io_ops = Arc::new(AtomicU64::new(0));
     let max_requests = ep.keep_alive_max_requests;
+    let max_age = ep.keep_alive_max_time;
+    let write_timeout = ep.info.write_timeout;
+    let born = tokio::time::Instant::now();
     let (count, handlers) = (requests.clone(), in_flight.clone());
     let ip_header =
         http::HeaderValue::from_str(&crate::forwarded::canonical(peer.ip()).to_string())
@@ -257,6 +267,7 @@ async fn serve_http<IO>(
     macro_rules! serve {
         ($wrap:expr) => {{
             let svc = service_fn(move |req| {
+                let started = tokio::time::Instant::now();
                 let ctx = RequestCtx::with_ip_header(peer, ip_header.clone(), info.clone(), tls);
                 let n = count.fetch_add(1, Ordering::Relaxed) + 1;
                 let shared = shared.clone();
@@ -265,7 +276,12 @@ async fn serve_http<IO>(
                 $wrap(async move {
                     let _handling = handling;
                     let mut resp = crate::handler::handle(shared, req, ctx).await;
-                    if max_requests > 0 && n >= max_requests {
+                    if let Some(limit) = write_timeout {
+                        resp = resp.map(|b| Deadline::wrap(b, started, limit, "writeTimeout"));
+                    }
+                    if (max_requests > 0 && n >= max_requests)
+                        || max_age.is_some_and(|a| born.elapsed() >= a)
+                    {
                         resp.headers_mut().insert(
                             http::header::CONNECTION,
                             http::HeaderValue::from_static("close"),
@@ -307,6 +323,7 @@ async fn drive<C>(
     let watch = watchdog(
         ep.header_timeout,
         ep.idle_timeout,
+        ep.keep_alive_max_time,
         requests,
         in_flight,
         io_ops,
@@ -325,6 +342,7 @@ async fn drive<C>(
                 return;
             }
             Watch::Idle => tracing::trace!(%peer, "idle timeout: closing the connection"),
+            Watch::MaxAge => tracing::trace!(%peer, "keepAliveMaxTime reached: closing the connection"),
         },
     }
     // Graceful: a response in progress still completes, then the connection closes.
@@ -340,12 +358,15 @@ enum Watch {
     NoRequest,
     /// No byte in either direction and no request being handled for the idle timeout.
     Idle,
+    /// The connection reached `keepAliveMaxTime`.
+    MaxAge,
 }
 
 /// Fires when a connection should be closed for lack of activity.
 async fn watchdog(
     header_timeout: Duration,
     idle: Option<Duration>,
+    max_age: Option<Duration>,
     requests: &AtomicU64,
     in_flight: &AtomicUsize,
     io_ops: &AtomicU64,
@@ -383,9 +404,16 @@ async fn watchdog(
             }
         }
     };
+    let age = async {
+        match max_age {
+            Some(a) => tokio::time::sleep(a).await,
+            None => std::future::pending::<()>().await,
+        }
+    };
     tokio::select! {
         _ = first_request => Watch::NoRequest,
         _ = idle_timeout => Watch::Idle,
+        _ = age => Watch::MaxAge,
     }
 }
 

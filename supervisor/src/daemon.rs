@@ -72,10 +72,14 @@ fn proxy_config(cfg: &DaemonConfig) -> Result<StaticConfig, Error> {
         }
         v
     };
+    let mut https = ep(cfg.https, true, true);
+    // Rocket.Chat accepts uploads up to 100 MB by default: Traefik's 60 s readTimeout would cut
+    // them off below ~14 Mbit/s. 30 minutes still bounds a client that trickles a body forever.
+    https["transport"]["respondingTimeouts"] = serde_json::json!({"readTimeout": "30m"});
     let v = serde_json::json!({
         "entryPoints": {
             entrypoints::HTTP: ep(cfg.http, false, true),
-            entrypoints::HTTPS: ep(cfg.https, true, true),
+            entrypoints::HTTPS: https,
             entrypoints::ADMIN: ep(cfg.admin, true, false),
         }
     });

@@ -29,6 +29,8 @@ fn ctx_with(addr: &str, tls: bool, trusted: &[&str]) -> RequestCtx {
         .unwrap(),
         tunnels: Tunnels::new(),
         websocket_idle_timeout: Duration::from_secs(60),
+        read_timeout: None,
+        write_timeout: None,
         port_header: http::HeaderValue::from(if tls { 443u16 } else { 80 }),
         metrics: None,
     });

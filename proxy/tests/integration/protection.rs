@@ -482,3 +482,142 @@ async fn hostile_input_never_panics_and_service_continues() {
     assert_eq!(get(web, "app.test", "/after").await.server(), "app");
     assert_eq!(worker_panics(), 0, "a proxy thread panicked:\n{}", logs());
 }
+
+/// `respondingTimeouts.readTimeout`: a request body trickled slower than the limit is cut off
+/// (the connection ends within the limit plus margin) and the upstream never gets a whole body,
+/// while a prompt upload on the same entrypoint passes. `writeTimeout`: a response body that is
+/// still streaming at the limit is aborted. `keepAliveMaxTime`: a keep-alive connection older
+/// than the limit is told `Connection: close` and closed; an HTTP/2 one gets a GOAWAY.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_write_timeouts_and_keep_alive_max_time() {
+    let up = Upstream::start("app").await;
+    let p = TestProxy::start(
+        "entryPoints:
+  web:
+    address: \"127.0.0.1:0\"
+    transport:
+      respondingTimeouts:
+        readTimeout: 1s
+        writeTimeout: 2s
+      keepAliveMaxTime: 2s
+    gantry:
+      headerReadTimeout: 60s
+",
+    );
+    p.set_json(route("PathPrefix(`/`)", &[up.url()]));
+    let web = p.addr("web");
+
+    // A prompt upload passes.
+    let body = pattern(64 * 1024);
+    let r = send(
+        web,
+        req("POST", "app.test", "/upload")
+            .body(Full::new(Bytes::from(body.clone())))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["body_len"], body.len());
+
+    // A body announced as 100 bytes, of which 10 arrive, then nothing.
+    let hits = up.hits();
+    let mut s = TcpStream::connect(web).await.unwrap();
+    s.write_all(b"POST /slow HTTP/1.1\r\nHost: app.test\r\nContent-Length: 100\r\n\r\n0123456789")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let r = read_until_closed(&mut s, Duration::from_secs(20)).await;
+    let text = String::from_utf8_lossy(r.as_ref().unwrap_or_else(|e| e)).to_string();
+    assert!(
+        r.is_ok(),
+        "a trickled body still holds the connection after 20 s: {text}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(!text.starts_with("HTTP/1.1 200"), "{text}");
+    // The upstream may have started the request, but never answered one with the whole body.
+    if up.hits() > hits {
+        assert!(!text.contains("\"body_len\":100"), "{text}");
+    }
+
+    // writeTimeout: `/trickle` sends its first chunk, then waits (never released here).
+    let mut s = TcpStream::connect(web).await.unwrap();
+    s.write_all(b"GET /trickle HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let r = read_until_closed(&mut s, Duration::from_secs(20)).await;
+    let text = String::from_utf8_lossy(r.as_ref().unwrap_or_else(|e| e)).to_string();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("first"), "{text}");
+    assert!(
+        r.is_ok(),
+        "a response still streaming after writeTimeout was not cut: {text}"
+    );
+    assert!(!text.contains("second"), "{text}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // keepAliveMaxTime over HTTP/1.1: requests on one connection until the proxy says close,
+    // or closes the connection between two requests (both happen once it is 2 s old).
+    let mut s = TcpStream::connect(web).await.unwrap();
+    let started = Instant::now();
+    let ended = loop {
+        s.write_all(b"GET /ka HTTP/1.1\r\nHost: app.test\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 8192];
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("no answer within 10 s")
+            .unwrap();
+        if n == 0 {
+            break started.elapsed();
+        }
+        let head = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        if head.contains("connection: close") {
+            assert!(
+                read_until_closed(&mut s, Duration::from_secs(10))
+                    .await
+                    .is_ok(),
+                "still open after Connection: close"
+            );
+            break started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "never told to close"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(ended >= Duration::from_millis(1900), "{ended:?}");
+
+    // keepAliveMaxTime over HTTP/2 (h2c): the connection ends (GOAWAY) although it is in use.
+    let tcp = TcpStream::connect(web).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    let r = sender
+        .send_request(
+            http::Request::get("http://app.test/")
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    read_resp(r).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(15), conn)
+        .await
+        .expect("an HTTP/2 connection outlived keepAliveMaxTime by 13 s")
+        .unwrap()
+        .unwrap();
+}
