@@ -267,7 +267,8 @@ async fn serve_http<IO>(
     macro_rules! serve {
         ($wrap:expr) => {{
             let svc = service_fn(move |req| {
-                let started = tokio::time::Instant::now();
+                // Read only when a writeTimeout is set: no clock read per request otherwise.
+                let started = write_timeout.map(|limit| (tokio::time::Instant::now(), limit));
                 let ctx = RequestCtx::with_ip_header(peer, ip_header.clone(), info.clone(), tls);
                 let n = count.fetch_add(1, Ordering::Relaxed) + 1;
                 let shared = shared.clone();
@@ -276,7 +277,7 @@ async fn serve_http<IO>(
                 $wrap(async move {
                     let _handling = handling;
                     let mut resp = crate::handler::handle(shared, req, ctx).await;
-                    if let Some(limit) = write_timeout {
+                    if let Some((started, limit)) = started {
                         resp = resp.map(|b| Deadline::wrap(b, started, limit, "writeTimeout"));
                     }
                     if (max_requests > 0 && n >= max_requests)
