@@ -27,6 +27,7 @@ use crate::certs::{
 };
 use crate::clock::Clock;
 use crate::cluster::{Cluster, ClusterStatus, InstallPlan, StepOutcome};
+use crate::external::{self, ExternalRouteInput, ExternalRouteView};
 use crate::setup::{
     self, AdminInput, CertMode, ChatAdminInput, ChatDraft, ChatInput, InstallProgress, SetupDraft,
     SetupRequest, StepState,
@@ -263,6 +264,8 @@ pub struct Appliance {
     progress: watch::Sender<InstallProgress>,
     samples: Mutex<Samples>,
     trusted: ArcSwap<HashSet<String>>,
+    /// Serialises external route changes, so the proxy always ends with the store's list.
+    external: Mutex<()>,
     tasks: TaskTracker,
     cancel: CancellationToken,
 }
@@ -358,6 +361,7 @@ impl Appliance {
             progress,
             samples: Mutex::default(),
             trusted: ArcSwap::default(),
+            external: Mutex::new(()),
             tasks: TaskTracker::new(),
             cancel,
         });
@@ -606,6 +610,152 @@ impl Appliance {
         self.proxy
             .set_provider("gantry", cfg, None)
             .map_err(|e| Error::Invalid(format!("web UI routes refused by the proxy: {e}")))?;
+        Ok(())
+    }
+
+    // --- routes to services outside the cluster ---
+
+    /// The operator's routes to services outside the cluster.
+    pub fn external_routes(&self) -> Result<Vec<ExternalRouteView>, Error> {
+        Ok(self
+            .store
+            .external_routes()?
+            .iter()
+            .map(ExternalRouteView::from)
+            .collect())
+    }
+
+    fn external_guard(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.external.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Hands the proxy the stored external routes (provider `external`): at start, so that a
+    /// restart keeps them, and after every change.
+    pub fn apply_external_routes(&self) -> Result<(), Error> {
+        let _g = self.external_guard();
+        self.apply_external_routes_locked()
+    }
+
+    fn apply_external_routes_locked(&self) -> Result<(), Error> {
+        let routes = self.store.external_routes()?;
+        let ep = self
+            .opts
+            .listen
+            .contains_key(entrypoints::HTTPS)
+            .then_some(entrypoints::HTTPS);
+        if ep.is_none() && !routes.is_empty() {
+            tracing::warn!("no TLS entrypoint: the external routes are not served");
+        }
+        let cfg = external::provider_config(&routes, ep)?;
+        self.proxy
+            .set_provider(external::PROVIDER, cfg, None)
+            .map_err(|e| Error::Invalid(format!("external routes refused by the proxy: {e}")))?;
+        Ok(())
+    }
+
+    /// Routes a host (and path prefix) to a service outside the cluster. A host that is not yet
+    /// a domain becomes one: ACME-managed when the chat's certificate is, else self-signed.
+    pub fn add_external_route(
+        &self,
+        input: &ExternalRouteInput,
+    ) -> Result<ExternalRouteView, Error> {
+        let chat = self.store.setting(keys::CHAT_DOMAIN)?;
+        let v = external::validate(input, chat.as_deref())?;
+        let rec = {
+            let _g = self.external_guard();
+            let Some(rec) = self.store.insert_external_route(
+                &v.host,
+                &v.path_prefix,
+                &v.url,
+                self.clock.now(),
+            )?
+            else {
+                return Err(Error::Field {
+                    field: "path_prefix",
+                    message: format!(
+                        "`{}` with the path prefix `{}` already has a route: remove it first",
+                        v.host, v.path_prefix
+                    ),
+                });
+            };
+            if let Err(e) = self.apply_external_routes_locked() {
+                // The proxy did not take it: the store must not keep it either.
+                if let Err(e) = self.store.remove_external_route(rec.id) {
+                    tracing::error!(error = %e, "cannot remove a route the proxy refused");
+                }
+                return Err(e);
+            }
+            rec
+        };
+        let cert = match self.route_certificate(&v.host) {
+            Ok(text) => text,
+            Err(e) => {
+                self.event(
+                    EventLevel::Warning,
+                    "route.certificate_failed",
+                    Some(&v.host),
+                    &format!("no certificate for the route's host: {e}"),
+                );
+                "no certificate (see the events)"
+            }
+        };
+        self.event(
+            EventLevel::Info,
+            "route.added",
+            Some(&v.host),
+            &format!(
+                "route added: {}{} -> {} ({cert})",
+                v.host, v.path_prefix, v.url
+            ),
+        );
+        Ok(ExternalRouteView::from(&rec))
+    }
+
+    /// Makes sure the proxy has (or is getting) a certificate for a route's host.
+    fn route_certificate(&self, host: &str) -> Result<&'static str, Error> {
+        if self.store.domain(host)?.is_some() {
+            return Ok("the domain's certificate");
+        }
+        let acme = self
+            .store
+            .setting(keys::CERT_MODE)?
+            .and_then(|m| CertMode::parse(&m))
+            .is_some_and(CertMode::is_acme);
+        let manager = self.certs();
+        if acme {
+            manager.add_domain(host, &[])?;
+            self.event(
+                EventLevel::Info,
+                "domain.added",
+                Some(host),
+                "domain added for an external route; ordering its certificate",
+            );
+            manager.wake();
+            Ok("a certificate is being ordered")
+        } else {
+            manager.self_signed_domain(host)?;
+            self.refresh_trust();
+            Ok("self-signed certificate")
+        }
+    }
+
+    /// Removes an external route (its host stays a domain, with its certificate).
+    pub fn remove_external_route(&self, id: i64) -> Result<(), Error> {
+        let _g = self.external_guard();
+        let rec = self
+            .store
+            .remove_external_route(id)?
+            .ok_or(Error::UnknownRoute(id))?;
+        self.apply_external_routes_locked()?;
+        self.event(
+            EventLevel::Info,
+            "route.removed",
+            Some(&rec.host),
+            &format!(
+                "route removed: {}{} -> {}",
+                rec.host, rec.path_prefix, rec.target_url
+            ),
+        );
         Ok(())
     }
 

@@ -188,6 +188,11 @@ impl Daemon {
             cancel.clone(),
         )?;
         appliance.start_renewals()?;
+        // The operator's routes to services outside the cluster, before the first request. A
+        // refusal is logged, not fatal: the admin UI must come up to fix it.
+        if let Err(e) = appliance.apply_external_routes() {
+            tracing::error!(error = %e, "external routes not applied");
+        }
         appliance.spawn_housekeeping();
         appliance.resume_cluster()?;
 

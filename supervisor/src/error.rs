@@ -21,6 +21,8 @@ pub enum Error {
     Invalid(String),
     #[error("no domain `{0}` is configured")]
     UnknownDomain(String),
+    #[error("no external route #{0}")]
+    UnknownRoute(i64),
     #[error("certificate rejected: {0}")]
     Import(ImportError),
     #[error("ACME: {0}")]

@@ -23,6 +23,9 @@
 //! - [`manifests`]: the chat stack (Rocket.Chat, MongoDB replica set) as typed k8s-openapi objects.
 //! - [`kube`]: kube-rs server-side apply, prune, rollout waits, the Ingress watch and status.
 //! - [`ingress`]: the pure translation of Ingress/Service/EndpointSlice to proxy routes.
+//! - [`external`]: routes to services outside the cluster (a host and path prefix to an
+//!   `http(s)://host:port` the operator gives), validated and turned into the proxy's `external`
+//!   provider; stored in [`store`], applied by [`appliance`] at start and after every change.
 //!
 //! It will own (see their issues): backups and upgrades.
 //!
@@ -46,6 +49,7 @@ pub mod clock;
 pub mod cluster;
 pub mod daemon;
 mod error;
+pub mod external;
 pub mod ingress;
 pub mod k3s;
 pub mod kube;

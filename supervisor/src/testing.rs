@@ -315,6 +315,48 @@ pub async fn https_get(addr: SocketAddr, path: &str, root_pem: &str) -> Result<S
     http_exchange(&mut tls, addr, path).await
 }
 
+/// A GET over HTTPS to `addr` for the name `host` (SNI and `Host`), trusting `root_pem` only.
+/// Returns the status and the body, whatever the status.
+pub async fn https_get_host(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    root_pem: &str,
+) -> Result<(u16, String), String> {
+    let cfg = rustls::ClientConfig::builder_with_provider(gantry_proxy::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots_from_pem(root_pem)?)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    let name = ServerName::try_from(host.to_owned()).map_err(|e| e.to_string())?;
+    let mut tls = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS handshake with {addr} for `{host}`: {e}"))?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    tls.write_all(req.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    // A TLS peer may close without close_notify; what was read is still the answer.
+    let _ = tokio::time::timeout(Duration::from_secs(30), tls.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("GET {path} on {addr} for `{host}`: no HTTP answer: {text}"))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    Ok((status, body))
+}
+
 /// A GET over plain HTTP (HTTP/1.0, whole body).
 pub async fn http_get(addr: SocketAddr, path: &str) -> Result<String, String> {
     let mut tcp = tokio::net::TcpStream::connect(addr)

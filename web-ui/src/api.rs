@@ -8,6 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router, routing};
 use gantry_supervisor::auth::{AuthError, Secret};
+use gantry_supervisor::external::ExternalRouteInput;
 use gantry_supervisor::setup::SetupRequest;
 use http::{HeaderMap, StatusCode, header};
 use serde::Deserialize;
@@ -46,6 +47,11 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/certificates", get(certificates).post(certificate_upload))
         .route("/certificates/{domain}/renew", post(certificate_renew))
         .route("/routes", get(routes))
+        .route(
+            "/external-routes",
+            get(external_routes).post(external_route_add),
+        )
+        .route("/external-routes/{id}", delete(external_route_remove))
         .route("/events", get(events))
         .route("/settings", get(settings))
         .route("/settings/acme", put(settings_acme))
@@ -262,6 +268,33 @@ async fn certificate_renew(
 
 async fn routes(State(st): State<AppState>, _u: ApiUser) -> ApiResult {
     ok(st.app.routes())
+}
+
+async fn external_routes(State(st): State<AppState>, _u: ApiUser) -> ApiResult {
+    ok(st.app.external_routes()?)
+}
+
+async fn external_route_add(
+    State(st): State<AppState>,
+    _u: ApiUser,
+    b: Result<Json<ExternalRouteInput>, JsonRejection>,
+) -> Result<Response, Response> {
+    let f = body(b)?;
+    let app = st.app.clone();
+    // May generate a self-signed certificate for the host: off the async workers.
+    let r = blocking(move || app.add_external_route(&f))
+        .await
+        .map_err(|e| ApiError(e).into_response())?;
+    Ok((StatusCode::CREATED, Json(r)).into_response())
+}
+
+async fn external_route_remove(
+    State(st): State<AppState>,
+    _u: ApiUser,
+    Path(id): Path<i64>,
+) -> ApiResult {
+    st.app.remove_external_route(id)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 #[derive(Deserialize)]

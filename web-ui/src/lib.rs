@@ -135,6 +135,11 @@ pub fn admin_router(app: Arc<Appliance>, cancel: CancellationToken) -> Router {
             post(pages::certificates_renew),
         )
         .route("/routes", get(pages::routes_get))
+        .route("/routes/external", post(pages::routes_external_add))
+        .route(
+            "/routes/external/{id}/remove",
+            post(pages::routes_external_remove),
+        )
         .route("/events", get(pages::events_get))
         .route("/settings", get(pages::settings_get))
         .route("/settings/password", post(pages::settings_password))

@@ -7,6 +7,7 @@ use axum::extract::{Multipart, Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use gantry_supervisor::Error as SupError;
 use gantry_supervisor::auth::{Secret, password};
+use gantry_supervisor::external::ExternalRouteInput;
 use http::{HeaderMap, StatusCode, header};
 use serde::Deserialize;
 
@@ -37,6 +38,8 @@ impl Flash {
             "password-changed" => "Password changed. Your other sessions were signed out.",
             "acme-saved" => "ACME email saved.",
             "token-revoked" => "API token revoked.",
+            "route-added" => "Route added: the proxy sends the host to the service now.",
+            "route-removed" => "Route removed. Its host stays under Domains, with its certificate.",
             "signed-out" => "Signed out.",
             _ => return None,
         };
@@ -390,14 +393,98 @@ pub(crate) async fn certificates_upload(
 
 // --- routes, events ---
 
-pub(crate) async fn routes_get(State(st): State<AppState>, u: HtmlUser) -> Response {
-    render(
+fn routes_page(
+    st: &AppState,
+    u: &HtmlUser,
+    form: FormState,
+    status: StatusCode,
+    notice: Option<Notice>,
+) -> Response {
+    match st.app.external_routes() {
+        Ok(external) => render(
+            status,
+            &RoutesPage {
+                l: layout("Routes", "/routes", u).notice(notice),
+                csrf: u.session.csrf_token.clone(),
+                r: st.app.routes(),
+                external,
+                form,
+            },
+        ),
+        Err(e) => page_error(&e, "/"),
+    }
+}
+
+pub(crate) async fn routes_get(
+    State(st): State<AppState>,
+    u: HtmlUser,
+    Query(flash): Query<Flash>,
+) -> Response {
+    routes_page(
+        &st,
+        &u,
+        FormState::default(),
         StatusCode::OK,
-        &RoutesPage {
-            l: layout("Routes", "/routes", &u),
-            r: st.app.routes(),
-        },
+        flash.notice(),
     )
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ExternalRouteForm {
+    #[serde(default, rename = "_csrf")]
+    csrf: String,
+    #[serde(default)]
+    host: String,
+    #[serde(default)]
+    path_prefix: String,
+    #[serde(default)]
+    url: String,
+}
+
+pub(crate) async fn routes_external_add(
+    State(st): State<AppState>,
+    u: HtmlUser,
+    Form(f): Form<ExternalRouteForm>,
+) -> Response {
+    if let Err(e) = check_form_csrf(&st.app, &u.session, &f.csrf) {
+        return page_error(&e, "/routes");
+    }
+    let input = ExternalRouteInput {
+        host: f.host.clone(),
+        path_prefix: Some(f.path_prefix.clone()),
+        url: f.url.clone(),
+    };
+    let app = st.app.clone();
+    match blocking(move || app.add_external_route(&input)).await {
+        Ok(_) => Redirect::to("/routes?ok=route-added").into_response(),
+        Err(e) => {
+            let form = FormState::with_values([
+                ("host", f.host),
+                ("path_prefix", f.path_prefix),
+                ("url", f.url),
+            ])
+            .error_from(&e);
+            routes_page(&st, &u, form, crate::error::status_of(&e), None)
+        }
+    }
+}
+
+pub(crate) async fn routes_external_remove(
+    State(st): State<AppState>,
+    u: HtmlUser,
+    Path(id): Path<i64>,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    if let Err(e) = check_form_csrf(&st.app, &u.session, &f.csrf) {
+        return page_error(&e, "/routes");
+    }
+    match st.app.remove_external_route(id) {
+        Ok(()) => Redirect::to("/routes?ok=route-removed").into_response(),
+        Err(e) => {
+            let form = FormState::default().error_from(&e);
+            routes_page(&st, &u, form, crate::error::status_of(&e), None)
+        }
+    }
 }
 
 pub(crate) async fn events_get(State(st): State<AppState>, u: HtmlUser) -> Response {

@@ -10,6 +10,7 @@ use gantry_supervisor::appliance::{
     ApiTokenView, CertView, Dashboard, DomainView, EventView, RoutesView, SettingsView,
     SetupSummary,
 };
+use gantry_supervisor::external::ExternalRouteView;
 use gantry_supervisor::setup::{InstallProgress, ProgressStep, StepState};
 
 /// Formats Unix seconds as `2026-11-23 07:15 UTC`.
@@ -398,7 +399,11 @@ impl PageHelpers for CertificatesPage {}
 #[template(path = "routes.html")]
 pub(crate) struct RoutesPage {
     pub l: Layout,
+    pub csrf: String,
     pub r: RoutesView,
+    /// The operator's routes to services outside the cluster.
+    pub external: Vec<ExternalRouteView>,
+    pub form: FormState,
 }
 
 #[derive(Template)]

@@ -28,6 +28,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "users, sessions, API tokens",
         apply: |tx| tx.execute_batch(super::auth::V2),
     },
+    Migration {
+        version: 3,
+        name: "external routes (services outside the cluster)",
+        apply: |tx| tx.execute_batch(super::routes::V3),
+    },
 ];
 
 const V1: &str = r#"
@@ -180,6 +185,10 @@ mod tests {
         let fresh_schema = schema(&fresh);
         assert!(
             fresh_schema.iter().any(|(_, n, _)| n == "certificates"),
+            "{fresh_schema:?}"
+        );
+        assert!(
+            fresh_schema.iter().any(|(_, n, _)| n == "external_routes"),
             "{fresh_schema:?}"
         );
         assert_eq!(schema(&twice), fresh_schema);

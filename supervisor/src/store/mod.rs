@@ -8,11 +8,13 @@
 
 mod auth;
 mod migrations;
+mod routes;
 
 pub use auth::{
     ApiTokenRecord, SETTING_SETUP_COMPLETED, SETTING_SETUP_TOKEN, SessionKind, SessionRecord,
     SetupCompletion, UserRecord,
 };
+pub use routes::ExternalRouteRecord;
 
 use std::fmt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};

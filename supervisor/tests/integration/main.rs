@@ -5,4 +5,5 @@
 
 mod acme;
 mod common;
+mod external_routes;
 mod import;

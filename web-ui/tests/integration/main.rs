@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod external_routes;
 mod flows;
 mod harness;
 mod security;
