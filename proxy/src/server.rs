@@ -334,9 +334,9 @@ async fn drive<C, E>(
     conn: C,
     graceful_shutdown: impl FnOnce(Pin<&mut C>),
     ep: &EntryPointRuntime,
-    requests: &AtomicU64,
-    in_flight: &AtomicUsize,
-    io_ops: &AtomicU64,
+    requests: &Arc<AtomicU64>,
+    in_flight: &Arc<AtomicUsize>,
+    io_ops: &Arc<AtomicU64>,
     drain: &CancellationToken,
     peer: SocketAddr,
 ) where
@@ -344,27 +344,45 @@ async fn drive<C, E>(
     E: std::fmt::Display,
 {
     tokio::pin!(conn);
-    let watch = watchdog(
-        ep.header_timeout,
-        ep.idle_timeout,
-        requests,
-        in_flight,
-        io_ops,
+    // The watchdog and the drain token are watched by a task of their own, which wakes only for
+    // its timers: `select!` polls every branch whenever the task wakes, and the connection's task
+    // wakes for every read and write, so polling two timers and the token there cost several
+    // hundred instructions per request (BENCHMARKS.md, fourth pass). Here it is one oneshot check.
+    let (tx, fired) = tokio::sync::oneshot::channel();
+    let (header_timeout, idle_timeout) = (ep.header_timeout, ep.idle_timeout);
+    let (requests, in_flight, io_ops, drain) = (
+        requests.clone(),
+        in_flight.clone(),
+        io_ops.clone(),
+        drain.clone(),
     );
+    tokio::spawn(async move {
+        let mut tx = tx;
+        let watch = watchdog(header_timeout, idle_timeout, &requests, &in_flight, &io_ops);
+        let end = tokio::select! {
+            end = watch => end,
+            _ = drain.cancelled() => Watch::Drain,
+            // The connection ended.
+            _ = tx.closed() => return,
+        };
+        let _ = tx.send(end);
+    });
     tokio::select! {
+        biased;
         r = conn.as_mut() => {
             if let Err(e) = r {
                 tracing::trace!(error = %e, "connection ended with an error");
             }
             return;
         }
-        _ = drain.cancelled() => {}
-        end = watch => match end {
-            Watch::NoRequest => {
+        end = fired => match end {
+            Ok(Watch::NoRequest) => {
                 tracing::debug!(%peer, "no request within the header read timeout: connection closed");
                 return;
             }
-            Watch::Idle => tracing::trace!(%peer, "idle timeout: closing the connection"),
+            Ok(Watch::Idle) => tracing::trace!(%peer, "idle timeout: closing the connection"),
+            // Draining, or the runtime is shutting down.
+            Ok(Watch::Drain) | Err(_) => {}
         },
     }
     // Graceful: a response in progress still completes, then the connection closes.
@@ -380,6 +398,8 @@ enum Watch {
     NoRequest,
     /// No byte in either direction and no request being handled for the idle timeout.
     Idle,
+    /// The proxy drains (shutdown, or a restart of the entrypoint).
+    Drain,
 }
 
 /// Fires when a connection should be closed for lack of activity.
