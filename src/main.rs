@@ -9,6 +9,11 @@ mod run_cmd;
 
 use clap::Parser;
 
+/// mimalloc instead of glibc's malloc: cheaper per-request allocations in the proxy (see the root
+/// Cargo.toml and BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let cli = cli::Cli::parse();
     cli::init_tracing(cli.log_format);

@@ -8,6 +8,10 @@
 use gantry_proxy::config;
 use gantry_proxy::{Proxy, ProxyOptions};
 
+/// The `gantry` binary's allocator (src/main.rs).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let path = args

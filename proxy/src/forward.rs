@@ -548,7 +548,9 @@ pub async fn forward(
         let (resp, checkout) = result?;
         (resp, Some(checkout))
     } else {
-        let send = transport.send(upstream.scheme, req);
+        // Boxed: `https://` and `h2c://` upstreams go through hyper-util's client, whose futures
+        // would otherwise widen the future of every request, `http://` ones included.
+        let send = Box::pin(transport.send(upstream.scheme, req));
         let result = match transport.settings.response_header_timeout {
             Some(t) => match tokio::time::timeout(t, send).await {
                 Ok(r) => r,

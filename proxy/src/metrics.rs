@@ -102,11 +102,13 @@ impl RequestMetrics {
         series
             .sum_micros
             .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        // Only the first bucket the duration fits in (one atomic instead of one per bucket);
+        // `totals` makes them cumulative, as Prometheus wants, at scrape time.
         let secs = took.as_secs_f64();
-        for (i, b) in self.buckets.iter().enumerate() {
-            if secs <= *b {
-                series.buckets[i].fetch_add(1, Ordering::Relaxed);
-            }
+        if let Some(i) = self.buckets.iter().position(|b| secs <= *b)
+            && let Some(b) = series.buckets.get(i)
+        {
+            b.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -125,6 +127,14 @@ impl RequestMetrics {
                 for (acc, b) in t.buckets.iter_mut().zip(&s.buckets) {
                     *acc += b.load(Ordering::Relaxed);
                 }
+            }
+        }
+        // Cumulative: `le="x"` counts every request that took at most x.
+        for t in out.values_mut() {
+            let mut sum = 0;
+            for b in &mut t.buckets {
+                sum += *b;
+                *b = sum;
             }
         }
         out

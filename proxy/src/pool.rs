@@ -80,7 +80,9 @@ impl H1Pool {
                 },
             }
         }
-        let mut sender = self.connect(authority).await?;
+        // Boxed: connecting (TCP connect + hyper's handshake future) is rare on keep-alive
+        // traffic, and inline it would enlarge every request's future.
+        let mut sender = Box::pin(self.connect(authority)).await?;
         match sender.try_send_request(req).await {
             Ok(resp) => Ok((resp, Checkout::new(list, sender))),
             Err(e) => {

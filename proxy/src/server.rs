@@ -235,18 +235,6 @@ async fn serve_http<IO>(
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(ep.header_timeout)
-        .max_buf_size(ep.max_header_bytes)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(ep.max_streams.unwrap_or(250))
-        .max_header_list_size(ep.max_header_bytes as u32);
     let info = ep.info.clone();
     let requests = Arc::new(AtomicU64::new(0));
     let in_flight = Arc::new(AtomicUsize::new(0));
@@ -265,8 +253,8 @@ async fn serve_http<IO>(
     // one allocation: -3.8k instructions per h2 request, while boxing it on HTTP/1.1 costs
     // +0.8k (callgrind, BENCHMARKS.md). The protocol is known up front only from ALPN.
     macro_rules! serve {
-        ($wrap:expr) => {{
-            let svc = service_fn(move |req| {
+        ($wrap:expr, |$io:ident, $svc:ident| $conn:expr) => {{
+            let $svc = service_fn(move |req| {
                 // Read only when a writeTimeout is set: no clock read per request otherwise.
                 let started = write_timeout.map(|limit| (tokio::time::Instant::now(), limit));
                 let ctx = RequestCtx::with_ip_header(peer, ip_header.clone(), info.clone(), tls);
@@ -291,63 +279,140 @@ async fn serve_http<IO>(
                     Ok::<_, std::convert::Infallible>(resp)
                 })
             });
-            let io = TokioIo::new(Activity {
+            let $io = TokioIo::new(Activity {
                 io,
                 ops: io_ops.clone(),
             });
-            let conn = builder.serve_connection_with_upgrades(io, svc);
-            drive(conn, &ep, &requests, &in_flight, &io_ops, &drain, peer).await;
+            let conn = $conn;
+            drive(
+                conn,
+                |c| c.graceful_shutdown(),
+                &ep,
+                &requests,
+                &in_flight,
+                &io_ops,
+                &drain,
+                peer,
+            )
+            .await;
         }};
     }
     if h2 {
-        serve!(Box::pin)
+        let builder = auto_builder(&ep);
+        serve!(Box::pin, |io, svc| builder
+            .serve_connection_with_upgrades(io, svc))
+    } else if tls {
+        // ALPN did not pick h2, so this is HTTP/1.1 (as in Go's server, which Traefik uses): hyper's
+        // HTTP/1 connection directly, without the auto builder's preface sniffing and the
+        // `Rewind` wrapper it puts around every read and write.
+        let builder = http1_builder(&ep);
+        serve!(std::convert::identity, |io, svc| builder
+            .serve_connection(io, svc)
+            .with_upgrades())
     } else {
-        serve!(std::convert::identity)
+        // Plaintext: HTTP/1.1 or h2c with prior knowledge, told apart by the first bytes.
+        let builder = auto_builder(&ep);
+        serve!(std::convert::identity, |io, svc| builder
+            .serve_connection_with_upgrades(io, svc))
     }
+}
+
+/// hyper's HTTP/1.1 server settings for an entrypoint.
+fn http1_builder(ep: &EntryPointRuntime) -> hyper::server::conn::http1::Builder {
+    let mut b = hyper::server::conn::http1::Builder::new();
+    b.timer(TokioTimer::new())
+        .header_read_timeout(ep.header_timeout)
+        .max_buf_size(ep.max_header_bytes)
+        .keep_alive(true);
+    b
+}
+
+/// HTTP/1.1 and HTTP/2 (chosen by the connection's first bytes) for an entrypoint.
+fn auto_builder(ep: &EntryPointRuntime) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(ep.header_timeout)
+        .max_buf_size(ep.max_header_bytes)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(ep.max_streams.unwrap_or(250))
+        .max_header_list_size(ep.max_header_bytes as u32);
+    builder
 }
 
 /// Runs a connection until it ends, the proxy drains, or [`watchdog`] fires; then closes it
 /// gracefully.
-async fn drive<C>(
+#[allow(clippy::too_many_arguments)]
+async fn drive<C, E>(
     conn: C,
+    graceful_shutdown: impl FnOnce(Pin<&mut C>),
     ep: &EntryPointRuntime,
-    requests: &AtomicU64,
-    in_flight: &AtomicUsize,
-    io_ops: &AtomicU64,
+    requests: &Arc<AtomicU64>,
+    in_flight: &Arc<AtomicUsize>,
+    io_ops: &Arc<AtomicU64>,
     drain: &CancellationToken,
     peer: SocketAddr,
 ) where
-    C: hyper_util::server::graceful::GracefulConnection,
-    C::Error: std::fmt::Display,
+    C: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
 {
     tokio::pin!(conn);
-    let watch = watchdog(
-        ep.header_timeout,
-        ep.idle_timeout,
-        ep.keep_alive_max_time,
-        requests,
-        in_flight,
-        io_ops,
+    // The watchdog and the drain token are watched by a task of their own, which wakes only for
+    // its timers: `select!` polls every branch whenever the task wakes, and the connection's task
+    // wakes for every read and write, so polling two timers and the token there cost several
+    // hundred instructions per request (BENCHMARKS.md, fourth pass). Here it is one oneshot check.
+    let (tx, fired) = tokio::sync::oneshot::channel();
+    let (header_timeout, idle_timeout, max_age) =
+        (ep.header_timeout, ep.idle_timeout, ep.keep_alive_max_time);
+    let (requests, in_flight, io_ops, drain) = (
+        requests.clone(),
+        in_flight.clone(),
+        io_ops.clone(),
+        drain.clone(),
     );
+    tokio::spawn(async move {
+        let mut tx = tx;
+        let watch = watchdog(
+            header_timeout,
+            idle_timeout,
+            max_age,
+            &requests,
+            &in_flight,
+            &io_ops,
+        );
+        let end = tokio::select! {
+            end = watch => end,
+            _ = drain.cancelled() => Watch::Drain,
+            // The connection ended.
+            _ = tx.closed() => return,
+        };
+        let _ = tx.send(end);
+    });
     tokio::select! {
+        biased;
         r = conn.as_mut() => {
             if let Err(e) = r {
                 tracing::trace!(error = %e, "connection ended with an error");
             }
             return;
         }
-        _ = drain.cancelled() => {}
-        end = watch => match end {
-            Watch::NoRequest => {
+        end = fired => match end {
+            Ok(Watch::NoRequest) => {
                 tracing::debug!(%peer, "no request within the header read timeout: connection closed");
                 return;
             }
-            Watch::Idle => tracing::trace!(%peer, "idle timeout: closing the connection"),
-            Watch::MaxAge => tracing::trace!(%peer, "keepAliveMaxTime reached: closing the connection"),
+            Ok(Watch::Idle) => tracing::trace!(%peer, "idle timeout: closing the connection"),
+            Ok(Watch::MaxAge) => tracing::trace!(%peer, "keepAliveMaxTime reached: closing the connection"),
+            // Draining, or the runtime is shutting down.
+            Ok(Watch::Drain) | Err(_) => {}
         },
     }
     // Graceful: a response in progress still completes, then the connection closes.
-    conn.as_mut().graceful_shutdown();
+    graceful_shutdown(conn.as_mut());
     let _ = conn.await;
 }
 
@@ -361,6 +426,8 @@ enum Watch {
     Idle,
     /// The connection reached `keepAliveMaxTime`.
     MaxAge,
+    /// The proxy drains (shutdown, or a restart of the entrypoint).
+    Drain,
 }
 
 /// Fires when a connection should be closed for lack of activity.
