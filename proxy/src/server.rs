@@ -10,6 +10,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crate::body::Deadline;
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -298,9 +299,18 @@ async fn serve_http<IO>(
         }};
     }
     if h2 {
-        let builder = auto_builder(&ep);
-        serve!(Box::pin, |io, svc| builder
-            .serve_connection_with_upgrades(io, svc))
+        // ALPN said h2: hyper's HTTP/2 server directly, without the auto builder's preface
+        // sniffing and its `Rewind` wrapper; [`Cork`] coalesces the writes of one poll into one
+        // TLS record and one `writev`.
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(ep.max_streams.unwrap_or(250))
+            .max_header_list_size(ep.max_header_bytes as u32);
+        serve!(Box::pin, |io, svc| builder.serve_connection(
+            TokioIo::new(Cork::new(io.into_inner())),
+            svc
+        ))
     } else if tls {
         // ALPN did not pick h2, so this is HTTP/1.1 (as in Go's server, which Traefik uses): hyper's
         // HTTP/1 connection directly, without the auto builder's preface sniffing and the
@@ -550,6 +560,119 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Activity<IO> {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// Write coalescing for an HTTP/2 connection.
+///
+/// h2 flushes after every DATA frame of 256 bytes or more (it chains such payloads instead of
+/// copying them into its write buffer, and flushes before the next frame). Over TLS each flush is
+/// one record (encryption, tag, record allocation) and one `writev`: with many small responses
+/// completing in one scheduler pass, every response paid its own record and system call.
+/// `Cork` copies the writes of one poll of the connection into a buffer and answers the flushes
+/// at once; the first of them wakes the connection's task again, and when that next poll starts
+/// (h2 always reads first) the buffer goes out in one write. The responses that completed in
+/// between (other tasks ran) share the record and the system call. Bounded: past
+/// [`CORK_LIMIT`] buffered bytes a write goes out first (and waits for the socket).
+struct Cork<IO> {
+    io: IO,
+    buf: Vec<u8>,
+    /// The connection's task was woken to write `buf` out.
+    scheduled: bool,
+}
+
+/// Most bytes held back: a few 16 KiB TLS records.
+const CORK_LIMIT: usize = 64 * 1024;
+
+impl<IO: AsyncWrite + Unpin> Cork<IO> {
+    fn new(io: IO) -> Self {
+        Cork {
+            io,
+            buf: Vec::new(),
+            scheduled: false,
+        }
+    }
+
+    /// Writes the buffer out and flushes; `Ready(Ok)` once all of it is with the socket.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let mut done = 0;
+        let r = loop {
+            if done == self.buf.len() {
+                break Pin::new(&mut self.io).poll_flush(cx);
+            }
+            match Pin::new(&mut self.io).poll_write(cx, &self.buf[done..]) {
+                Poll::Ready(Ok(0)) => break Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => done += n,
+                Poll::Ready(Err(e)) => break Poll::Ready(Err(e)),
+                Poll::Pending => break Poll::Pending,
+            }
+        };
+        self.buf.drain(..done);
+        if self.buf.is_empty() {
+            self.scheduled = false;
+        }
+        r
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for Cork<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if !self.buf.is_empty()
+            && let Poll::Ready(Err(e)) = self.poll_drain(cx)
+        {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Cork<IO> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.poll_write_vectored(cx, &[std::io::IoSlice::new(buf)])
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        if self.buf.len() >= CORK_LIMIT {
+            std::task::ready!(self.poll_drain(cx))?;
+        }
+        let mut n = 0;
+        for b in bufs {
+            self.buf.extend_from_slice(b);
+            n += b.len();
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.buf.is_empty() {
+            return Pin::new(&mut self.io).poll_flush(cx);
+        }
+        if !self.scheduled {
+            self.scheduled = true;
+            cx.waker().wake_by_ref();
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        std::task::ready!(self.poll_drain(cx))?;
         Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
