@@ -370,27 +370,7 @@ impl CertManager {
         {
             return Ok(false);
         }
-        let (chain, key) = x509::self_signed(
-            &identity.hostname,
-            &identity.ips,
-            now,
-            self.policy.self_signed_days,
-        )?;
-        let info = x509::describe_chain(&chain)?;
-        self.store.insert_certificate(
-            &NewCertificate {
-                domain_id: None,
-                source: CertSource::SelfSigned,
-                names: &info.names,
-                chain_pem: &chain,
-                key_pem: &key,
-                issuer: &info.issuer,
-                serial: &info.serial,
-                not_before: info.not_before,
-                not_after: info.not_after,
-            },
-            now,
-        )?;
+        self.store_self_signed(None, &identity.hostname, &identity.ips, now)?;
         self.event(
             EventLevel::Info,
             "certificate.self_signed",
@@ -820,21 +800,20 @@ impl CertManager {
         Ok(rec)
     }
 
-    /// Gives `domain` (added if new) a fresh self-signed certificate for its name and serves it at
-    /// once: the chat domain in the wizard's self-signed mode, and that certificate's renewal.
-    /// Switching such a domain to ACME is [`CertManager::issue`] (the web UI's "renew").
-    pub fn self_signed_domain(&self, domain: &str) -> Result<CertificateRecord, Error> {
-        let name = normalize_domain(domain)?;
-        let now = self.clock.now();
-        let d = match self.store.domain(&name)? {
-            Some(d) => d,
-            None => self.store.upsert_domain(&name, &[], now)?,
-        };
-        let (chain, key) = x509::self_signed(&name, &[], now, self.policy.self_signed_days)?;
+    /// Generates and stores a self-signed certificate for `hostname` and `ips`: the machine's
+    /// bootstrap one (`domain_id` None) or a domain's own.
+    fn store_self_signed(
+        &self,
+        domain_id: Option<i64>,
+        hostname: &str,
+        ips: &[IpAddr],
+        now: i64,
+    ) -> Result<CertificateRecord, Error> {
+        let (chain, key) = x509::self_signed(hostname, ips, now, self.policy.self_signed_days)?;
         let info = x509::describe_chain(&chain)?;
-        let rec = self.store.insert_certificate(
+        self.store.insert_certificate(
             &NewCertificate {
-                domain_id: Some(d.id),
+                domain_id,
                 source: CertSource::SelfSigned,
                 names: &info.names,
                 chain_pem: &chain,
@@ -845,14 +824,27 @@ impl CertManager {
                 not_after: info.not_after,
             },
             now,
-        )?;
+        )
+    }
+
+    /// Gives `domain` (added if new) a fresh self-signed certificate for its name and serves it at
+    /// once: the chat domain in the wizard's self-signed mode, and that certificate's renewal.
+    /// Switching such a domain to ACME is [`CertManager::issue`] (the web UI's "renew").
+    pub fn self_signed_domain(&self, domain: &str) -> Result<CertificateRecord, Error> {
+        let name = normalize_domain(domain)?;
+        let now = self.clock.now();
+        let d = match self.store.domain(&name)? {
+            Some(d) => d,
+            None => self.store.upsert_domain(&name, &[], now)?,
+        };
+        let rec = self.store_self_signed(Some(d.id), &name, &[], now)?;
         self.event(
             EventLevel::Info,
             "certificate.self_signed",
             Some(&name),
             &format!(
                 "self-signed certificate generated for {name}, valid until {}",
-                fmt_time(info.not_after)
+                fmt_time(rec.not_after)
             ),
         );
         self.install()?;
