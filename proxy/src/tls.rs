@@ -325,7 +325,30 @@ pub fn acme_server_config(
 }
 
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    Arc::new(ring_provider())
+}
+
+/// ring's provider with [`ThreadRandom`] for the random values rustls draws itself.
+fn ring_provider() -> rustls::crypto::CryptoProvider {
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.secure_random = &ThreadRandom;
+    provider
+}
+
+/// The random values rustls draws itself (hello randoms, session IDs, TLS 1.3 ticket nonces
+/// and age offsets) from `rand`'s thread-local CSPRNG (ChaCha12, seeded from the OS and reseeded
+/// every 64 KiB) instead of ring's `SystemRandom`, which makes one `getrandom` system call per
+/// value: 9 calls per full handshake, ~6 of them from this path (`strace`, BENCHMARKS.md).
+/// ring still draws its ephemeral keys and ECDSA nonces from the OS itself.
+#[derive(Debug)]
+struct ThreadRandom;
+
+impl rustls::crypto::SecureRandom for ThreadRandom {
+    fn fill(&self, buf: &mut [u8]) -> Result<(), rustls::crypto::GetRandomFailed> {
+        use rand::RngCore;
+        rand::rng().fill_bytes(buf);
+        Ok(())
+    }
 }
 
 /// Compiled `tls.options` entry.
@@ -421,7 +444,7 @@ impl TlsOptions {
         &self,
         store: &Arc<CertStore>,
     ) -> Result<Arc<rustls::ServerConfig>, String> {
-        let mut provider = rustls::crypto::ring::default_provider();
+        let mut provider = ring_provider();
         if !self.cipher_suites.is_empty() {
             // TLS 1.3 suites stay available unless listed: Go's crypto/tls (Traefik) ignores
             // cipherSuites for TLS 1.3 too.
