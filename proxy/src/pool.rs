@@ -27,7 +27,7 @@
 //!   other connect failure [`ForwardError::Connect`], a failure after connecting
 //!   [`ForwardError::BadGateway`].
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -179,11 +179,11 @@ thread_local! {
     /// Per worker thread: transport id -> upstream `host:port` -> idle connections. A `Mutex`
     /// (always uncontended: the owner thread and, rarely, a reaper task) rather than a `RefCell`
     /// so that lists can be shared with the reaper and the response bodies safely.
-    static LOCAL: Mutex<Lists> = Mutex::default();
+    static LOCAL: Mutex<Lists> = Mutex::new(FxHashMap::with_hasher(rustc_hash::FxBuildHasher));
 }
 
 /// Transport id -> upstream `host:port` -> idle list.
-type Lists = HashMap<u64, HashMap<Arc<str>, Arc<IdleList>>>;
+type Lists = FxHashMap<u64, FxHashMap<Arc<str>, Arc<IdleList>>>;
 
 /// Idle connections to one upstream, of one transport, on one worker.
 #[derive(Debug)]

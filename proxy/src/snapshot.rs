@@ -113,7 +113,8 @@ fn sort_routers(list: &mut [Arc<Router>]) {
 #[derive(Debug)]
 pub struct Snapshot {
     pub generation: u64,
-    pub tables: HashMap<String, RouteTable>,
+    /// Per entrypoint, looked up on every request (FxHash: the keys come from the configuration).
+    pub tables: rustc_hash::FxHashMap<String, RouteTable>,
     /// Every router by qualified name, for the API (one entry per router, first entrypoint).
     pub routers: BTreeMap<String, Arc<Router>>,
     pub router_entrypoints: BTreeMap<String, Vec<String>>,

@@ -568,7 +568,7 @@ fn redirect(
 fn placeholder_snapshot() -> Snapshot {
     Snapshot {
         generation: 0,
-        tables: HashMap::new(),
+        tables: Default::default(),
         routers: BTreeMap::new(),
         router_entrypoints: BTreeMap::new(),
         services: BTreeMap::new(),
