@@ -179,7 +179,7 @@ thread_local! {
     /// Per worker thread: transport id -> upstream `host:port` -> idle connections. A `Mutex`
     /// (always uncontended: the owner thread and, rarely, a reaper task) rather than a `RefCell`
     /// so that lists can be shared with the reaper and the response bodies safely.
-    static LOCAL: Mutex<Lists> = Mutex::new(FxHashMap::with_hasher(rustc_hash::FxBuildHasher));
+    static LOCAL: Mutex<Lists> = const { Mutex::new(FxHashMap::with_hasher(rustc_hash::FxBuildHasher)) };
 }
 
 /// Transport id -> upstream `host:port` -> idle list.
