@@ -328,10 +328,17 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(ring_provider())
 }
 
-/// ring's provider with [`ThreadRandom`] for the random values rustls draws itself.
+/// ring's provider with [`ThreadRandom`] for the random values rustls draws itself and aws-lc-rs's
+/// X25519 (almost half a full handshake's CPU with ring's; see proxy/Cargo.toml). The groups keep
+/// ring's order of preference.
 fn ring_provider() -> rustls::crypto::CryptoProvider {
     let mut provider = rustls::crypto::ring::default_provider();
     provider.secure_random = &ThreadRandom;
+    for group in &mut provider.kx_groups {
+        if group.name() == rustls::NamedGroup::X25519 {
+            *group = rustls::crypto::aws_lc_rs::kx_group::X25519;
+        }
+    }
     provider
 }
 

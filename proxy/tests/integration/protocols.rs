@@ -2,6 +2,7 @@
 //! `serversTransport` rootCAs and insecureSkipVerify), streamed bodies both ways, passHostHeader,
 //! and WebSocket tunnels.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
@@ -133,6 +134,51 @@ async fn tls12_and_tls13_are_both_served() {
         .await
         .unwrap();
         assert_eq!(r.server(), "app");
+    }
+}
+
+/// The server's X25519 is aws-lc-rs's, its other groups ring's (proxy/Cargo.toml): a client made
+/// with ring alone completes a handshake and a request with each group, TLS 1.3 and 1.2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_key_exchange_group_interoperates_with_a_ring_client() {
+    let ca = Ca::new("groups CA");
+    let up = Upstream::start("app").await;
+    let p = tls_proxy(&ca, &up).await;
+    let ring = rustls::crypto::ring::default_provider();
+    let groups = ring.kx_groups.clone();
+    assert!(groups.len() >= 3, "ring offers X25519, P-256 and P-384");
+    for group in groups {
+        for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+            let only = rustls::crypto::CryptoProvider {
+                kx_groups: vec![group],
+                ..rustls::crypto::ring::default_provider()
+            };
+            let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(only))
+                .with_protocol_versions(&[version])
+                .unwrap()
+                .with_root_certificates(ca.roots())
+                .with_no_client_auth();
+            let s = tls_connect(p.addr("websecure"), "app.test", Arc::new(cfg))
+                .await
+                .unwrap_or_else(|e| panic!("{:?} over {version:?}: {e}", group.name()));
+            assert_eq!(
+                s.get_ref()
+                    .1
+                    .negotiated_key_exchange_group()
+                    .map(|g| g.name()),
+                Some(group.name())
+            );
+            let r = send_on(
+                s,
+                false,
+                http::Request::get("https://app.test/v")
+                    .body(Full::new(Bytes::new()))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+            assert_eq!(r.server(), "app");
+        }
     }
 }
 
