@@ -328,18 +328,73 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(ring_provider())
 }
 
-/// ring's provider with [`ThreadRandom`] for the random values rustls draws itself and aws-lc-rs's
-/// X25519 (almost half a full handshake's CPU with ring's; see proxy/Cargo.toml). The groups keep
-/// ring's order of preference.
+/// ring's provider with [`ThreadRandom`] for the random values rustls draws itself and
+/// [`AwsLcX25519`] (ring's X25519 was almost half a full handshake's CPU; see proxy/Cargo.toml).
+/// The groups keep ring's order of preference.
 fn ring_provider() -> rustls::crypto::CryptoProvider {
     let mut provider = rustls::crypto::ring::default_provider();
     provider.secure_random = &ThreadRandom;
     for group in &mut provider.kx_groups {
         if group.name() == rustls::NamedGroup::X25519 {
-            *group = rustls::crypto::aws_lc_rs::kx_group::X25519;
+            *group = &AwsLcX25519;
         }
     }
     provider
+}
+
+/// Ephemeral X25519 (RFC 7748) by aws-lc-rs, the same construction as rustls's own aws-lc-rs
+/// group: a fresh key per handshake, the peer's key share checked to be 32 bytes, the shared
+/// secret refused by aws-lc when it is all zeros (a low-order point).
+#[derive(Debug)]
+struct AwsLcX25519;
+
+impl rustls::crypto::SupportedKxGroup for AwsLcX25519 {
+    fn start(&self) -> Result<Box<dyn rustls::crypto::ActiveKeyExchange>, rustls::Error> {
+        use aws_lc_rs::agreement;
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let priv_key = agreement::EphemeralPrivateKey::generate(&agreement::X25519, &rng)
+            .map_err(|_| rustls::crypto::GetRandomFailed)?;
+        let pub_key = priv_key
+            .compute_public_key()
+            .map_err(|_| rustls::crypto::GetRandomFailed)?
+            .as_ref()
+            .to_vec();
+        Ok(Box::new(AwsLcX25519Exchange { priv_key, pub_key }))
+    }
+
+    fn name(&self) -> rustls::NamedGroup {
+        rustls::NamedGroup::X25519
+    }
+}
+
+struct AwsLcX25519Exchange {
+    priv_key: aws_lc_rs::agreement::EphemeralPrivateKey,
+    pub_key: Vec<u8>,
+}
+
+impl rustls::crypto::ActiveKeyExchange for AwsLcX25519Exchange {
+    fn complete(
+        self: Box<Self>,
+        peer: &[u8],
+    ) -> Result<rustls::crypto::SharedSecret, rustls::Error> {
+        use aws_lc_rs::agreement;
+        let invalid = || rustls::Error::from(rustls::PeerMisbehaved::InvalidKeyShare);
+        if peer.len() != 32 {
+            return Err(invalid());
+        }
+        let peer = agreement::UnparsedPublicKey::new(&agreement::X25519, peer);
+        agreement::agree_ephemeral(self.priv_key, peer, invalid(), |secret| {
+            Ok(rustls::crypto::SharedSecret::from(secret))
+        })
+    }
+
+    fn pub_key(&self) -> &[u8] {
+        &self.pub_key
+    }
+
+    fn group(&self) -> rustls::NamedGroup {
+        rustls::NamedGroup::X25519
+    }
 }
 
 /// The random values rustls draws itself (hello randoms, session IDs, TLS 1.3 ticket nonces
