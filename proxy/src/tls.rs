@@ -325,13 +325,13 @@ pub fn acme_server_config(
 }
 
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(ring_provider())
+    Arc::new(crypto_provider())
 }
 
-/// ring's provider with [`ThreadRandom`] for the random values rustls draws itself and
-/// [`AwsLcX25519`] (ring's X25519 was almost half a full handshake's CPU; see proxy/Cargo.toml).
-/// The groups keep ring's order of preference.
-fn ring_provider() -> rustls::crypto::CryptoProvider {
+/// The provider of every rustls configuration here: ring's, with [`ThreadRandom`] for the random
+/// values rustls draws itself and [`AwsLcX25519`] (ring's X25519 was almost half a full
+/// handshake's CPU; see proxy/Cargo.toml). The groups keep ring's order of preference.
+fn crypto_provider() -> rustls::crypto::CryptoProvider {
     let mut provider = rustls::crypto::ring::default_provider();
     provider.secure_random = &ThreadRandom;
     for group in &mut provider.kx_groups {
@@ -401,7 +401,8 @@ impl rustls::crypto::ActiveKeyExchange for AwsLcX25519Exchange {
 /// and age offsets) from `rand`'s thread-local CSPRNG (ChaCha12, seeded from the OS and reseeded
 /// every 64 KiB) instead of ring's `SystemRandom`, which makes one `getrandom` system call per
 /// value: 9 calls per full handshake, ~6 of them from this path (`strace`, BENCHMARKS.md).
-/// ring still draws its ephemeral keys and ECDSA nonces from the OS itself.
+/// ring still draws its ECDSA nonces from the OS itself, aws-lc-rs the X25519 keys of
+/// [`AwsLcX25519`] from its own generator.
 #[derive(Debug)]
 struct ThreadRandom;
 
@@ -506,7 +507,7 @@ impl TlsOptions {
         &self,
         store: &Arc<CertStore>,
     ) -> Result<Arc<rustls::ServerConfig>, String> {
-        let mut provider = ring_provider();
+        let mut provider = crypto_provider();
         if !self.cipher_suites.is_empty() {
             // TLS 1.3 suites stay available unless listed: Go's crypto/tls (Traefik) ignores
             // cipherSuites for TLS 1.3 too.
